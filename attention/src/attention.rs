@@ -14,7 +14,7 @@
 //! variance `D`; dividing by `√D` brings it back to 1, so the softmax does not
 //! saturate into a one-hot row whose gradient vanishes.
 //!
-//! [`crate::tiled`] computes the same output without ever holding `S`.
+//! [`crate::tiled_attention_forward`] computes the same output without ever holding `S`.
 //! Reference: Vaswani et al. 2017, §3.2.1;
 //! <https://pytorch.org/docs/stable/generated/torch.nn.functional.scaled_dot_product_attention.html>
 

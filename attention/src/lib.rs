@@ -3,14 +3,16 @@
 //! Everything a transformer block is made of, each piece with a forward pass
 //! and a hand-written backward pass:
 //!
-//! - [`softmax`] / [`softmax_backward`]: numerically stable, over the last axis;
+//! - [`softmax()`] / [`softmax_backward`]: numerically stable, over the last axis;
 //!   a row of only `−∞` gives zeros, not NaN.
 //! - [`Mask`]: `None`, `Causal`, `KeyPadding(lengths)`, `CausalKeyPadding(lengths)`;
 //!   every mask lets each query see a prefix of the keys ([`Mask::visible_keys`]).
 //!   **Fully masked rows give zero weights and zero output, never NaN.**
 //! - [`attention_forward`] / [`attention_backward`]: the plain scaled
 //!   dot-product attention `softmax(Q Kᵀ/√D + mask) V`, which materialises the
-//!   `[T_q, T_kv]` scores (the teaching reference).
+//!   `[T_q, T_kv]` scores (the teaching reference), and
+//!   [`tiled_attention_forward`]: the online-softmax (FlashAttention) kernel
+//!   that never does, tested equal to the plain one.
 //! - [`MultiHeadAttention`] (`qkv: [3C, C]`, `proj: [C, C]`) and
 //!   [`CrossAttention`] (`q: [C, C]`, `kv: [2C, C_mem]`, `proj: [C, C]`);
 //!   their caches return the attention weights for plotting.
@@ -19,6 +21,8 @@
 //! - [`Block`] (pre-LN: `x + attn(ln_1(x))`, `x + mlp(ln_2(x))`) and
 //!   [`CrossBlock`] (adds `x + cross_attn(ln_cross(x), memory)` between them),
 //!   both from a [`BlockConfig`] `{ width, n_head, mlp_hidden }`.
+//! - [`KvCache`]: incremental decoding, one token at a time, equal to the
+//!   full causal forward.
 //!
 //! ## Public API at a glance
 //! ```text
@@ -36,6 +40,11 @@
 //!   memory_kv(memory) -> MemoryKv; forward_with_memory_kv(x, &MemoryKv, &Mask)
 //! attention_forward(q, k, v, &Mask) -> (out, probs)      q: [B,H,T_q,D], k, v: [B,H,T_kv,D]
 //! attention_backward(dout, q, k, v, probs) -> AttentionGrads { dq, dk, dv }
+//! tiled_attention_forward(q, k, v, &Mask, Tile { q, kv }) -> out
+//! KvCache::new(batch, n_head, head_dim, capacity) | block.kv_cache(batch, capacity)
+//!   Block::forward_incremental(&self, x_new: [B,T_new,C], &mut KvCache) -> [B,T_new,C]
+//!   CrossBlock::forward_incremental(&self, x_new, &MemoryKv, &mut KvCache) -> [B,T_new,C]
+//!   MultiHeadAttention::forward_incremental(&self, x_new, &mut KvCache)
 //! ```
 //!
 //! Parameter names follow PyTorch (GPT-2/nanoGPT): `ln_1.weight`,
@@ -64,21 +73,25 @@ pub mod attention;
 pub mod block;
 pub mod cross_attention;
 pub mod heads;
+pub mod kv_cache;
 pub mod layer_norm;
 pub mod mask;
 pub mod mlp;
 pub mod multi_head;
 pub mod softmax;
+pub mod tiled;
 
 pub use attention::{AttentionGrads, attention_backward, attention_forward};
 pub use block::{Block, BlockCache, BlockConfig, CrossBlock, CrossBlockCache};
 pub use cross_attention::{CrossAttention, CrossAttentionCache, CrossAttentionConfig, MemoryKv};
 pub use heads::{merge_heads, split_heads};
+pub use kv_cache::KvCache;
 pub use layer_norm::{LayerNorm, LayerNormCache, LayerNormConfig};
 pub use mask::Mask;
 pub use mlp::{Gelu, GeluCache, Mlp, MlpCache, MlpConfig, erf, gelu, gelu_grad};
 pub use multi_head::{MultiHeadAttention, MultiHeadAttentionCache, MultiHeadAttentionConfig};
 pub use softmax::{softmax, softmax_backward, softmax_row, softmax_row_backward};
+pub use tiled::{Tile, tiled_attention_forward};
 
 /// The gradient-check settings of this crate's tests.
 ///
