@@ -1,5 +1,5 @@
-//! Convolution (direct loops against im2col + GEMM), patch embedding and the
-//! CNN encoder, forward and backward.
+//! Convolution (direct loops against im2col + GEMM), patch embedding, the
+//! CNN encoder and the ViT encoder, forward and backward.
 //!
 //! Sizes: the tiny training config (B=64, 32×32 images, the CNN's 3→32 and
 //! 32→64 convolutions) and one larger layer (B=16, 64×64, 64→128).
@@ -15,15 +15,27 @@ use embedding::{Params, init};
 use ndarray::{Array2, Array3, Array4};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use vision::{CnnConfig, Conv2dConfig, PatchEmbedConfig};
+use vision::{CnnConfig, Conv2dConfig, PatchEmbedConfig, VitConfig};
 
 /// `(batch, side, c_in, c_out)` of a 3×3, stride 1, padding 1 convolution.
 const CONV_SIZES: [(usize, usize, usize, usize); 3] =
     [(64, 32, 3, 32), (64, 32, 32, 64), (16, 64, 64, 128)];
 
+/// `cargo test --benches` runs every bench once, unoptimised, as a smoke
+/// test: there the batch shrinks to 2 so the direct loops finish in
+/// moments. `cargo bench` passes `--bench` and gets the real sizes.
+fn batch_size(full: usize) -> usize {
+    if std::env::args().any(|a| a == "--bench") {
+        full
+    } else {
+        2
+    }
+}
+
 fn conv(c: &mut Criterion) {
     let mut rng = StdRng::seed_from_u64(0);
     for (batch, side, c_in, c_out) in CONV_SIZES {
+        let batch = batch_size(batch);
         let id = format!("B{batch}_{side}x{side}_{c_in}to{c_out}");
         let layer = Conv2dConfig {
             c_in,
@@ -75,7 +87,7 @@ fn conv(c: &mut Criterion) {
 
 fn patch_embed(c: &mut Criterion) {
     let mut rng = StdRng::seed_from_u64(1);
-    let (batch, side, patch, dim) = (64, 32, 8, 64);
+    let (batch, side, patch, dim) = (batch_size(64), 32, 8, 64);
     let id = format!("B{batch}_{side}x{side}_P{patch}_C{dim}");
     let layer = PatchEmbedConfig {
         in_channels: 3,
@@ -115,7 +127,7 @@ fn cnn(c: &mut Criterion) {
     let mut rng = StdRng::seed_from_u64(2);
     let config = CnnConfig::default(); // 3 → 32 → 64, 3×3, 2×2 pooling
     let encoder = config.init(&mut rng);
-    let batch = 64;
+    let batch = batch_size(64);
     let id = format!("B{batch}_32x32_C32_C64");
     let images: Array4<f32> = init::normal((batch, 3, 32, 32), 1.0, &mut rng);
     // the two convolutions: 3→32 at 32×32, 32→64 at 16×16
@@ -140,5 +152,35 @@ fn cnn(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, conv, patch_embed, cnn);
+fn vit(c: &mut Criterion) {
+    let mut rng = StdRng::seed_from_u64(3);
+    let config = VitConfig::default(); // 32×32, 8×8 patches, 2 blocks of width 64
+    let encoder = config.init(&mut rng);
+    let batch = batch_size(64);
+    let id = format!(
+        "B{batch}_32x32_P{}_C{}_L{}",
+        config.patch, config.block.width, config.depth
+    );
+    let images: Array4<f32> = init::normal((batch, 3, 32, 32), 1.0, &mut rng);
+    // Throughput in images: the work is spread over many small kernels
+    let mut group = c.benchmark_group("vit/forward");
+    group.throughput(Throughput::Elements(batch as u64));
+    group.bench_function(BenchmarkId::from_parameter(&id), |b| {
+        b.iter(|| encoder.forward(black_box(&images)))
+    });
+    group.finish();
+
+    let (out, cache) = encoder.forward(&images);
+    let dtokens = Array3::<f32>::ones(out.tokens.dim());
+    let dcls = Array2::<f32>::ones(out.cls.dim());
+    let mut grads = encoder.zeros_like();
+    let mut group = c.benchmark_group("vit/backward");
+    group.throughput(Throughput::Elements(batch as u64));
+    group.bench_function(BenchmarkId::from_parameter(&id), |b| {
+        b.iter(|| encoder.backward(black_box(&dtokens), &dcls, &cache, &mut grads))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, conv, patch_embed, cnn, vit);
 criterion_main!(benches);

@@ -6,8 +6,9 @@
 //!   pixels ([`Conv2d`]), a non-linearity ([`Relu`]) and pooling
 //!   ([`MaxPool2d`], [`AvgPool2d`], [`GlobalAvgPool`]), block after block, until
 //!   a coarse grid of feature vectors remains;
-//! - a **Vision Transformer**: the image cut into `P × P` patches, each
-//!   projected to a vector ([`PatchEmbed`]), then treated as a sequence of tokens.
+//! - a **Vision Transformer** ([`Vit`]): the image cut into `P × P` patches,
+//!   each projected to a vector ([`PatchEmbed`]), a CLS token and learned
+//!   positions added, then a stack of the `attention` crate's transformer blocks.
 //!
 //! Both give a grid of vectors `[B, N, C]` (for a caption decoder to
 //! cross-attend to) and one vector per image `[B, C]` (for contrastive
@@ -24,6 +25,23 @@
 //! layout); token sequences are `[B, N, C]`, channels innermost.
 //! Conv2d weights are `[C_out, C_in, k_h, k_w]`.
 //!
+//! ## Public API at a glance
+//! ```text
+//! CnnConfig { in_channels, channels, kernel, pool }.init(&mut rng) -> CnnEncoder : Params + Clone
+//!   CnnEncoder::forward(&self, images: [B,C_in,H,W]) -> (CnnOutput { grid: [B,N,C], pooled: [B,C] }, CnnCache)
+//!   CnnEncoder::backward(&self, dgrid, dpooled, &cache, &mut grads) -> dimages
+//!   CnnEncoder::dim() = C, grid_size(H, W) -> (H', W'), N = H'·W'
+//! VitConfig { image_size, in_channels, patch, depth, block: BlockConfig }.init(&mut rng) -> Vit : Params + Clone
+//!   Vit::forward(&self, images) -> (VitOutput { tokens: [B,N+1,C], cls: [B,C] }, VitCache)
+//!   Vit::backward(&self, dtokens, dcls, &cache, &mut grads) -> dimages
+//! Conv2dConfig { c_in, c_out, kernel, stride, padding, bias }.init(&mut rng) -> Conv2d
+//!   forward / backward (im2col), forward_direct / backward_direct (loops)
+//! PatchEmbedConfig { in_channels, dim, patch }.init(&mut rng) -> PatchEmbed
+//!   forward / backward (patchify + Linear), forward_conv / backward_conv
+//! Preprocess { height, width, mean, std }: load(path), load_batch(paths), to_tensor(&RgbImage), to_image
+//! load_image(path), load_image_bytes(bytes, name) -> Result<RgbImage, ImageError>; save_png(tensor, path)
+//! ```
+//!
 //! ## References
 //! - PyTorch `nn.Conv2d`, `nn.MaxPool2d`, `nn.AvgPool2d`: layouts, output sizes, init.
 //! - Chellapilla, Puri & Simard 2006: convolution as a matrix product (im2col).
@@ -36,6 +54,7 @@ pub mod images;
 pub mod patch;
 pub mod pool;
 pub mod relu;
+pub mod vit;
 
 pub use cnn::{CnnCache, CnnConfig, CnnEncoder, CnnOutput, ConvBlock, ConvBlockCache};
 pub use conv::{Conv2d, Conv2dCache, Conv2dConfig, col2im, conv_output_size, flip_kernel, im2col};
@@ -48,3 +67,4 @@ pub use pool::{
     AvgPool2d, AvgPool2dCache, GlobalAvgPool, GlobalAvgPoolCache, MaxPool2d, MaxPool2dCache,
 };
 pub use relu::{Relu, ReluCache};
+pub use vit::{Vit, VitCache, VitConfig, VitOutput};
