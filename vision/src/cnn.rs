@@ -182,18 +182,20 @@ impl CnnEncoder {
     /// - `images: [B, C_in, H, W]` → `grid: [B, N, C]`, `pooled: [B, C]`
     ///
     /// # Panics
-    /// If the images do not have the first block's channel count, or are too
-    /// small for the blocks.
+    /// If the encoder has no blocks, the images do not have the first
+    /// block's channel count, or they are too small for the blocks.
     #[track_caller]
     pub fn forward(&self, images: &ArrayRef4<f32>) -> (CnnOutput, CnnCache) {
         let mut caches = Vec::with_capacity(self.blocks.len());
-        let mut x = images.to_owned();
+        let mut x: Option<Array4<f32>> = None; // the latest block's output
         for block in &self.blocks {
-            let (out, cache) = block.forward(&x); // [B, C_i, H_i, W_i]
+            let input: &ArrayRef4<f32> = x.as_ref().map_or(images, |x| x);
+            let (out, cache) = block.forward(input); // [B, C_i, H_i, W_i]
             caches.push(cache);
-            x = out;
+            x = Some(out);
         }
-        let (_, _, height, width) = x.dim(); // x: [B, C, H', W']
+        let x = x.expect("cnn: the encoder has no blocks"); // [B, C, H', W']
+        let (_, _, height, width) = x.dim();
         let (pooled, pool) = GlobalAvgPool.forward(&x); // [B, C]
         let grid = map_to_tokens(&x); // [B, H'·W', C]
         let cache = CnnCache {

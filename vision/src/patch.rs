@@ -458,6 +458,24 @@ mod tests {
     }
 
     #[test]
+    fn patch_embed_conv_form_gradcheck() {
+        let layer = embed(7);
+        let images: Array4<f32> = init::normal((1, 2, 6, 4), 1.0, &mut StdRng::seed_from_u64(8));
+        let (out, cache) = layer.forward_conv(&images);
+        let dout: Array3<f32> = init::normal(out.dim(), 1.0, &mut StdRng::seed_from_u64(9));
+        let mut grads = layer.zeros_like();
+        let dx = layer.backward_conv(&dout, &cache, &mut grads);
+        let analytic = WithInputs::new(grads, vec![("images", dx)]);
+        let mut state = WithInputs::new(layer, vec![("images", images)]);
+        GradCheck::default()
+            .run(&mut state, &analytic, |s| {
+                fakeloss(&s.module.forward_conv(&s.input::<Ix4>(0)).0, &dout)
+            })
+            .into_result()
+            .unwrap();
+    }
+
+    #[test]
     fn params_use_pytorch_names() {
         let names: Vec<String> = embed(0).params().into_iter().map(|(n, _)| n).collect();
         assert_eq!(names, ["proj.weight", "proj.bias"]);
