@@ -45,6 +45,13 @@ pub enum ImageError {
         /// What the decoder said.
         reason: String,
     },
+    /// The PNG encoder failed while writing the file.
+    Encode {
+        /// The file that was being written.
+        path: String,
+        /// What the encoder said.
+        reason: String,
+    },
     /// A tensor that cannot be written as an image (`save_png` takes `[1 or 3, H, W]`).
     BadTensor {
         /// The file that was to be written.
@@ -75,6 +82,9 @@ impl fmt::Display for ImageError {
             ),
             ImageError::Decode { path, reason } => {
                 write!(f, "{path}: corrupt or truncated image ({reason})")
+            }
+            ImageError::Encode { path, reason } => {
+                write!(f, "{path}: cannot encode the image ({reason})")
             }
             ImageError::BadTensor { path, shape } => write!(
                 f,
@@ -303,7 +313,7 @@ pub fn stack_images(images: &[Array3<f32>]) -> Result<Array4<f32>, ImageError> {
 ///
 /// # Errors
 /// [`ImageError::BadTensor`] for another channel count, [`ImageError::Io`]
-/// if the file cannot be written.
+/// if the file cannot be written, [`ImageError::Encode`] if encoding fails.
 pub fn save_png(tensor: &ArrayRef3<f32>, path: impl AsRef<Path>) -> Result<(), ImageError> {
     let path = path.as_ref();
     let name = path.display().to_string();
@@ -329,7 +339,7 @@ pub fn save_png(tensor: &ArrayRef3<f32>, path: impl AsRef<Path>) -> Result<(), I
     };
     result.map_err(|e| match e {
         image::ImageError::IoError(source) => ImageError::Io { path: name, source },
-        other => ImageError::Decode {
+        other => ImageError::Encode {
             path: name,
             reason: other.to_string(),
         },
