@@ -11,6 +11,7 @@
 //! - `edge_maps.png`: three hand-set 3×3 kernels (vertical edges, horizontal
 //!   edges, "red") after ReLU, full size and after 2×2 max pooling;
 //! - `random_maps.png`: the 32 maps of the first block of a seeded, untrained CNN;
+//! - `receptive_field.svg`: the pixels one grid vector of the CNN depends on;
 //! - `shapes.md`: every stage of the default CNN and ViT with its output
 //!   shape, receptive field and parameter count.
 //!
@@ -163,6 +164,92 @@ fn feature_maps(scene: &Array3<f32>, dir: &Path) -> Result<(), Box<dyn Error>> {
     Ok(())
 }
 
+/// `receptive_field.svg`: one row of cells per stage of the default CNN
+/// (along one axis), with the cells that output 3 of the last map depends on
+/// filled in. Walking back through a layer with kernel `k`, stride `s` and
+/// padding `p`, outputs `a..=b` read inputs `a·s − p ..= b·s − p + k − 1`.
+fn receptive_field_svg(dir: &Path) -> Result<(), Box<dyn Error>> {
+    let cnn = CnnConfig::default().init(&mut StdRng::seed_from_u64(0));
+    // (label, length, kernel, stride, padding) of each stage, input first
+    let mut stages: Vec<(String, usize, usize, usize, usize)> = Vec::new();
+    let mut len = SIDE;
+    for (i, block) in cnn.blocks.iter().enumerate() {
+        let (k, _) = block.conv.kernel_size();
+        let (s, p) = (block.conv.stride, block.conv.padding);
+        stages.push((format!("conv {i} ({k}×{k})"), len, k, s, p));
+        len = conv_output_size(len, k, s, p);
+        let pk = block.pool.kernel;
+        stages.push((
+            format!("pool {i} ({pk}×{pk})"),
+            len,
+            pk,
+            block.pool.stride,
+            0,
+        ));
+        len = conv_output_size(len, pk, block.pool.stride, 0);
+    }
+    // walk back from output 3 of the last map
+    let mut rows = vec![(String::new(), len, (3isize, 3isize))];
+    let (mut a, mut b) = (3isize, 3isize);
+    for (label, in_len, k, s, p) in stages.iter().rev() {
+        let (s, p, k) = (*s as isize, *p as isize, *k as isize);
+        a = (a * s - p).max(0);
+        b = (b * s - p + k - 1).min(*in_len as isize - 1);
+        rows.push((label.clone(), *in_len, (a, b)));
+    }
+    rows.reverse(); // input first
+    // name each row by the stage that produced it
+    for (row, (label, ..)) in rows.iter_mut().skip(1).zip(&stages) {
+        row.0 = format!("after {label}");
+    }
+    rows[0].0 = "input pixels".to_string();
+    let (cell, gap, left, top) = (18, 30, 120, 20);
+    let width = left + SIDE * cell + 10;
+    let height = top + rows.len() * (cell + gap);
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {width} {height}\" width=\"100%\" \
+         style=\"max-width: {width}px; font-family: sans-serif; font-size: 12px;\" role=\"img\" \
+         aria-label=\"The receptive field of one output of the CNN, stage by stage\">\n"
+    );
+    for (r, (label, len, (a, b))) in rows.iter().enumerate() {
+        let y = top + r * (cell + gap);
+        // a map of `len` cells spans the same width as the input: each cell is SIDE/len pixels wide
+        let w = SIDE * cell / len;
+        let label = if r == 0 {
+            "input pixels".to_string()
+        } else {
+            label.clone()
+        };
+        writeln!(
+            svg,
+            "<text x=\"0\" y=\"{}\" fill=\"currentColor\">{label}</text>",
+            y + cell - 5
+        )?;
+        for i in 0..*len {
+            let fill = if (*a..=*b).contains(&(i as isize)) {
+                "#e4572e"
+            } else {
+                "none"
+            };
+            writeln!(
+                svg,
+                "<rect x=\"{}\" y=\"{y}\" width=\"{w}\" height=\"{cell}\" fill=\"{fill}\" stroke=\"currentColor\" stroke-width=\"0.5\"/>",
+                left + i * w
+            )?;
+        }
+        let count = b - a + 1;
+        writeln!(
+            svg,
+            "<text x=\"{}\" y=\"{}\" fill=\"currentColor\">{count} of {len}</text>",
+            left,
+            y + cell + 14
+        )?;
+    }
+    svg.push_str("</svg>\n");
+    std::fs::write(dir.join("receptive_field.svg"), svg)?;
+    Ok(())
+}
+
 /// One row of the shapes table.
 fn row(table: &mut String, stage: &str, shape: &str, field: &str, params: usize) {
     let params = if params == 0 {
@@ -311,8 +398,9 @@ fn main() -> Result<(), Box<dyn Error>> {
     patch_figures(&scene, &dir)?;
     feature_maps(&scene, &dir)?;
     shapes_table(&dir)?;
+    receptive_field_svg(&dir)?;
     println!(
-        "wrote book/src/generated/vision/{{scene,patch_grid,patch_sequence,edge_maps,random_maps}}.png and shapes.md"
+        "wrote book/src/generated/vision/{{scene,patch_grid,patch_sequence,edge_maps,random_maps}}.png, receptive_field.svg and shapes.md"
     );
     Ok(())
 }
