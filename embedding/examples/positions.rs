@@ -22,7 +22,8 @@ const POSITIONS: usize = 64;
 const CHANNELS: usize = 64;
 
 fn main() -> Result<(), Box<dyn Error>> {
-    let out_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("book/src/generated/embedding");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap(); // the workspace
+    let out_dir = root.join("book/src/generated/embedding");
     fs::create_dir_all(&out_dir)?;
 
     let table = sinusoidal_table(POSITIONS, CHANNELS); // [T, C]
@@ -35,7 +36,12 @@ fn main() -> Result<(), Box<dyn Error>> {
     write(&out_dir.join("sinusoidal.svg"), &svg)?;
 
     let similarity = table.dot(&table.t()) / CHANNELS as f32; // [T, T]
-    let svg = heatmap(&similarity, "PE[t] · PE[t'] / C", "position t'", "position t");
+    let svg = heatmap(
+        &similarity,
+        "PE[t] · PE[t'] / C",
+        "position t'",
+        "position t",
+    );
     write(&out_dir.join("similarity.svg"), &svg)?;
 
     write(&out_dir.join("one_hot.md"), &one_hot_table())?;
@@ -48,12 +54,24 @@ fn one_hot_table() -> String {
     let table = Embedding::new(weight.clone());
     let ids = array![[2u32, 0, 2]];
     let (out, _) = table.forward(&ids);
-    let mut md = String::from("| id | one-hot row | one-hot · W | W[id] (lookup) |\n| --- | --- | --- | --- |\n");
+    let mut md = String::from(
+        "| id | one-hot row | one-hot · W | W[id] (lookup) |\n| --- | --- | --- | --- |\n",
+    );
     for (t, &id) in ids.iter().enumerate() {
-        let one_hot: Vec<f32> = (0..weight.nrows()).map(|v| (v == id as usize) as u8 as f32).collect();
-        let product = Array2::from_shape_vec((1, one_hot.len()), one_hot.clone()).unwrap().dot(&weight); // [1, C]
+        let one_hot: Vec<f32> = (0..weight.nrows())
+            .map(|v| (v == id as usize) as u8 as f32)
+            .collect();
+        let product = Array2::from_shape_vec((1, one_hot.len()), one_hot.clone())
+            .unwrap()
+            .dot(&weight); // [1, C]
         let lookup = out.slice(ndarray::s![0, t, ..]);
-        writeln!(md, "| {id} | {one_hot:?} | {:?} | {:?} |", product.row(0).to_vec(), lookup.to_vec()).unwrap();
+        writeln!(
+            md,
+            "| {id} | {one_hot:?} | {:?} | {:?} |",
+            product.row(0).to_vec(),
+            lookup.to_vec()
+        )
+        .unwrap();
     }
     md
 }
@@ -81,22 +99,46 @@ fn heatmap(values: &Array2<f32>, title: &str, x_label: &str, y_label: &str) -> S
     )
     .unwrap();
     writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#).unwrap();
-    writeln!(svg, r#"<text x="{left}" y="20" font-size="14">{title}</text>"#).unwrap();
+    writeln!(
+        svg,
+        r#"<text x="{left}" y="20" font-size="14">{title}</text>"#
+    )
+    .unwrap();
     for ((r, c), &v) in values.indexed_iter() {
         let (x, y) = (left + c as f64 * cell, top + r as f64 * cell);
-        writeln!(svg, r#"<rect x="{x}" y="{y}" width="{cell}" height="{cell}" fill="{}"/>"#, colour(v)).unwrap();
+        writeln!(
+            svg,
+            r#"<rect x="{x}" y="{y}" width="{cell}" height="{cell}" fill="{}"/>"#,
+            colour(v)
+        )
+        .unwrap();
     }
     let bottom = top + rows as f64 * cell;
     for tick in (0..cols).step_by(16) {
         let x = left + (tick as f64 + 0.5) * cell;
-        writeln!(svg, r#"<text x="{x}" y="{}" text-anchor="middle">{tick}</text>"#, bottom + 14.0).unwrap();
+        writeln!(
+            svg,
+            r#"<text x="{x}" y="{}" text-anchor="middle">{tick}</text>"#,
+            bottom + 14.0
+        )
+        .unwrap();
     }
     for tick in (0..rows).step_by(16) {
         let y = top + (tick as f64 + 0.5) * cell + 4.0;
-        writeln!(svg, r#"<text x="{}" y="{y}" text-anchor="end">{tick}</text>"#, left - 6.0).unwrap();
+        writeln!(
+            svg,
+            r#"<text x="{}" y="{y}" text-anchor="end">{tick}</text>"#,
+            left - 6.0
+        )
+        .unwrap();
     }
     let mid_x = left + cols as f64 * cell / 2.0;
-    writeln!(svg, r#"<text x="{mid_x}" y="{}" text-anchor="middle">{x_label}</text>"#, bottom + 34.0).unwrap();
+    writeln!(
+        svg,
+        r#"<text x="{mid_x}" y="{}" text-anchor="middle">{x_label}</text>"#,
+        bottom + 34.0
+    )
+    .unwrap();
     let mid_y = top + rows as f64 * cell / 2.0;
     writeln!(
         svg,
@@ -108,7 +150,12 @@ fn heatmap(values: &Array2<f32>, title: &str, x_label: &str, y_label: &str) -> S
     for i in 0..=20 {
         let v = 1.0 - i as f32 / 10.0;
         let y = top + i as f64 * 8.0;
-        writeln!(svg, r#"<rect x="{bar_x}" y="{y}" width="14" height="8" fill="{}"/>"#, colour(v)).unwrap();
+        writeln!(
+            svg,
+            r#"<rect x="{bar_x}" y="{y}" width="14" height="8" fill="{}"/>"#,
+            colour(v)
+        )
+        .unwrap();
     }
     for (v, i) in [("+1", 0), ("0", 10), ("−1", 20)] {
         let y = top + i as f64 * 8.0 + 8.0;
@@ -122,6 +169,10 @@ fn heatmap(values: &Array2<f32>, title: &str, x_label: &str, y_label: &str) -> S
 fn colour(v: f32) -> String {
     let v = v.clamp(-1.0, 1.0);
     let fade = |t: f32| (255.0 * (1.0 - t)).round() as u8;
-    let (r, g, b) = if v >= 0.0 { (255, fade(v), fade(v)) } else { (fade(-v), fade(-v), 255) };
+    let (r, g, b) = if v >= 0.0 {
+        (255, fade(v), fade(v))
+    } else {
+        (fade(-v), fade(-v), 255)
+    };
     format!("#{r:02x}{g:02x}{b:02x}")
 }
