@@ -42,6 +42,7 @@ fn linear(c: &mut Criterion) {
         group.finish();
 
         let mut group = c.benchmark_group("linear/forward_naive");
+        group.sample_size(10); // a second per call at the larger size
         group.throughput(Throughput::Elements(flops as u64));
         group.bench_function(BenchmarkId::from_parameter(&id), |b| {
             b.iter(|| layer.forward_naive(black_box(&x)))
