@@ -6,7 +6,7 @@
 //!
 //! writes, under `book/src/generated/embedding/`:
 //! - `sinusoidal.svg`: the sinusoidal table `PE: [64 positions, 64 channels]`;
-//! - `similarity.svg`: `PE[t] · PE[t'] / C` for every pair of positions, which
+//! - `similarity.svg`: the cosine of `PE[t]` and `PE[t']` for every pair of positions, which
 //!   depends only on the distance `t − t'`: the table encodes *relative* position;
 //! - `one_hot.md`: the one-hot identity checked on numbers.
 
@@ -35,10 +35,11 @@ fn main() -> Result<(), Box<dyn Error>> {
     );
     write(&out_dir.join("sinusoidal.svg"), &svg)?;
 
-    let similarity = table.dot(&table.t()) / CHANNELS as f32; // [T, T]
+    // every row has length² = C/2 (one sin² + cos² = 1 per pair), so this is the cosine
+    let similarity = table.dot(&table.t()) / (CHANNELS as f32 / 2.0); // [T, T]
     let svg = heatmap(
         &similarity,
-        "PE[t] · PE[t'] / C",
+        "cosine similarity of PE[t] and PE[t']",
         "position t'",
         "position t",
     );
