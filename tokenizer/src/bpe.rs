@@ -187,10 +187,10 @@ impl Bpe {
             // the pair merged earliest in training, leftmost on ties
             let mut best: Option<(u32, usize)> = None;
             for i in 0..ids.len().saturating_sub(1) {
-                if let Some(id) = self.merged(ids[i], ids[i + 1]) {
-                    if best.is_none_or(|(best_id, _)| id < best_id) {
-                        best = Some((id, i));
-                    }
+                if let Some(id) = self.merged(ids[i], ids[i + 1])
+                    && best.is_none_or(|(best_id, _)| id < best_id)
+                {
+                    best = Some((id, i));
                 }
             }
             let Some((id, i)) = best else { break };
@@ -229,15 +229,15 @@ impl Bpe {
             if next[j] != NONE {
                 prev[next[j]] = i;
             }
-            if prev[i] != NONE {
-                if let Some(left) = self.merged(ids[prev[i]], id) {
-                    heap.push(Reverse((left, prev[i])));
-                }
+            if prev[i] != NONE
+                && let Some(left) = self.merged(ids[prev[i]], id)
+            {
+                heap.push(Reverse((left, prev[i])));
             }
-            if next[i] != NONE {
-                if let Some(right) = self.merged(id, ids[next[i]]) {
-                    heap.push(Reverse((right, i)));
-                }
+            if next[i] != NONE
+                && let Some(right) = self.merged(id, ids[next[i]])
+            {
+                heap.push(Reverse((right, i)));
             }
         }
         out.extend((0..n).filter(|&i| alive[i]).map(|i| ids[i]));
@@ -287,7 +287,10 @@ mod tests {
     #[test]
     fn invalid_merges_are_errors() {
         let e = Bpe::from_merges(&[(97, 256)]).unwrap_err();
-        assert!(matches!(e, TokenizerError::InvalidMerge { index: 0, .. }), "{e}");
+        assert!(
+            matches!(e, TokenizerError::InvalidMerge { index: 0, .. }),
+            "{e}"
+        );
         let e = Bpe::from_merges(&[(97, 97), (1, 2), (97, 97)]).unwrap_err();
         assert!(e.to_string().contains("merge 2"), "{e}");
         assert!(e.to_string().contains("repeats"), "{e}");

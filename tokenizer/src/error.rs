@@ -32,7 +32,11 @@ pub enum TokenizerError {
     /// A special token cannot be registered (empty, whitespace, duplicate).
     InvalidSpecial { token: String, reason: &'static str },
     /// A merge refers to a token that does not exist yet, or repeats a pair.
-    InvalidMerge { index: usize, pair: (u32, u32), reason: &'static str },
+    InvalidMerge {
+        index: usize,
+        pair: (u32, u32),
+        reason: &'static str,
+    },
     /// A vocabulary file is malformed; `line` counts from 1.
     Parse { line: usize, message: String },
 }
@@ -51,7 +55,10 @@ impl fmt::Display for TokenizerError {
             ),
             Self::EmptyCorpus => write!(f, "the corpus is empty"),
             Self::UnknownId { id, vocab_size } => {
-                write!(f, "token id {id} is not in the vocabulary of {vocab_size} tokens")
+                write!(
+                    f,
+                    "token id {id} is not in the vocabulary of {vocab_size} tokens"
+                )
             }
             Self::DisallowedSpecial { token, offset } => write!(
                 f,
@@ -60,11 +67,11 @@ impl fmt::Display for TokenizerError {
             Self::InvalidSpecial { token, reason } => {
                 write!(f, "invalid special token {token:?}: {reason}")
             }
-            Self::InvalidMerge { index, pair, reason } => write!(
-                f,
-                "merge {index} ({} {}): {reason}",
-                pair.0, pair.1
-            ),
+            Self::InvalidMerge {
+                index,
+                pair,
+                reason,
+            } => write!(f, "merge {index} ({} {}): {reason}", pair.0, pair.1),
             Self::Parse { line, message } => write!(f, "line {line}: {message}"),
         }
     }

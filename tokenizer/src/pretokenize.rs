@@ -212,10 +212,10 @@ fn piece_end(bytes: &[u8], start: usize) -> usize {
     let c1 = class_at(bytes, next).map(|(c, _)| c);
 
     // 1. contractions: 's 'd 'm 't 'll 've 're, any ASCII case
-    if bytes[start] == b'\'' {
-        if let Some(len) = contraction_len(&bytes[next..]) {
-            return next + len;
-        }
+    if bytes[start] == b'\''
+        && let Some(len) = contraction_len(&bytes[next..])
+    {
+        return next + len;
     }
     // 2. letters, with at most one leading non-letter, non-digit, non-newline
     if c0 == Class::Letter {
