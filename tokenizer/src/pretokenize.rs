@@ -35,10 +35,13 @@
 //! numeric (std's `char::is_alphabetic() && !char::is_numeric()`), "digit" is
 //! `char::is_numeric()` (exactly `\p{N}`), "whitespace" is
 //! `char::is_whitespace()` (exactly `\s`). The regex uses `\p{L}` for letters;
-//! `Alphabetic` also covers combining vowel signs (Devanagari `ि`, Thai `ั`),
-//! so words in those scripts stay whole here where the regex splits them. For
-//! ASCII, and for Latin, Greek, Cyrillic, CJK, Hangul and emoji text, the two
-//! agree exactly. The case-insensitive contraction only folds ASCII.
+//! `Alphabetic` also covers combining vowel signs (Devanagari `ि`, Bengali
+//! `া`), so words in those scripts stay whole here where the regex splits
+//! them, and circled letters such as `ⓘ`, which the regex counts as symbols.
+//! For ASCII, and for Latin, Greek, Cyrillic, CJK, Hangul and emoji text, the
+//! two agree exactly: on the 10 MB test corpus of this repository the only
+//! differences are a few Devanagari and Bengali words and one `ⓘ`. The
+//! case-insensitive contraction only folds ASCII.
 
 /// How text is cut into pieces before byte-pair merging.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
