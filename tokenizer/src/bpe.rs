@@ -25,6 +25,9 @@ pub const BYTE_TOKENS: usize = 256;
 /// instead of the repeated scan (O(n²)); real words are far shorter.
 const LONG_PIECE: usize = 64;
 
+/// The rank of a pair that never merges: larger than every real rank.
+const NO_MERGE: u32 = u32::MAX;
+
 // ANCHOR: count_pairs
 /// Add the count of every adjacent pair in `ids` to `counts`.
 ///
@@ -165,6 +168,12 @@ impl Bpe {
         self.ids.get(bytes).copied()
     }
 
+    /// The rank of the pair (the merged token's ID), or [`NO_MERGE`].
+    #[inline]
+    fn rank(&self, left: u32, right: u32) -> u32 {
+        self.merged(left, right).unwrap_or(NO_MERGE)
+    }
+
     /// The token that `left` and `right` merge into, if they ever do.
     #[inline]
     pub fn merged(&self, left: u32, right: u32) -> Option<u32> {
@@ -180,23 +189,42 @@ impl Bpe {
         if piece.len() > LONG_PIECE {
             return self.encode_long_piece(piece, out);
         }
-        let start = out.len();
-        out.extend(piece.iter().map(|&b| b as u32));
-        loop {
-            let ids = &out[start..];
+        let mut n = piece.len(); // current number of tokens
+        let mut ids = [0u32; LONG_PIECE]; // the tokens, [n]
+        let mut ranks = [NO_MERGE; LONG_PIECE]; // ranks[i]: merge of ids[i], ids[i + 1], [n - 1]
+        for (i, &b) in piece.iter().enumerate() {
+            ids[i] = b as u32;
+        }
+        for i in 0..n.saturating_sub(1) {
+            ranks[i] = self.rank(ids[i], ids[i + 1]);
+        }
+        while n >= 2 {
             // the pair merged earliest in training, leftmost on ties
-            let mut best: Option<(u32, usize)> = None;
-            for i in 0..ids.len().saturating_sub(1) {
-                if let Some(id) = self.merged(ids[i], ids[i + 1])
-                    && best.is_none_or(|(best_id, _)| id < best_id)
-                {
-                    best = Some((id, i));
+            let mut i = 0;
+            for j in 1..n - 1 {
+                if ranks[j] < ranks[i] {
+                    i = j;
                 }
             }
-            let Some((id, i)) = best else { break };
-            out[start + i] = id;
-            out.remove(start + i + 1);
+            if ranks[i] == NO_MERGE {
+                break;
+            }
+            // replace the pair by its token: ids[i] = merged, drop ids[i + 1]
+            ids[i] = ranks[i];
+            ids.copy_within(i + 2..n, i + 1);
+            if i + 2 < n {
+                ranks.copy_within(i + 2..n - 1, i + 1);
+            }
+            n -= 1;
+            // only the two pairs touching the new token change
+            if i + 1 < n {
+                ranks[i] = self.rank(ids[i], ids[i + 1]);
+            }
+            if i > 0 {
+                ranks[i - 1] = self.rank(ids[i - 1], ids[i]);
+            }
         }
+        out.extend_from_slice(&ids[..n]);
     }
     // ANCHOR_END: encode_piece
 

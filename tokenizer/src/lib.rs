@@ -7,8 +7,8 @@
 //!   every other token is a merge of two earlier ones ([`Bpe`]);
 //! - **pre-tokenisation** ([`split`]): a hand-written scanner with GPT-4's
 //!   rules, so merges never cross word boundaries;
-//! - **training**: the plain [`train_reference`] recounts every pair for every
-//!   merge; [`train_fast`] (deduplicated pieces, incremental pair counts, a
+//! - **training**: the plain [`train_reference()`] recounts every pair for every
+//!   merge; [`train_fast()`] (deduplicated pieces, incremental pair counts, a
 //!   lazy max-heap) learns the *same* merges, with the same tie-break, in a
 //!   fraction of a second per megabyte;
 //! - **encoding** by merge rank inside each piece, with a cache of pieces

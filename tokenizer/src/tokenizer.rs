@@ -86,7 +86,7 @@ impl Tokenizer {
     /// `vocab_size` counts the bytes and merges; special tokens come on top.
     ///
     /// # Errors
-    /// See [`crate::train_fast`].
+    /// See [`crate::train_fast()`].
     pub fn train(text: &str, vocab_size: usize) -> Result<Self, TokenizerError> {
         Self::train_words(&WordCounts::from_texts([text], Split::Gpt4), vocab_size)
     }
@@ -95,7 +95,7 @@ impl Tokenizer {
     /// on its own, so no token spans two lines.
     ///
     /// # Errors
-    /// See [`crate::train_fast`].
+    /// See [`crate::train_fast()`].
     pub fn train_lines<I, S>(lines: I, vocab_size: usize) -> Result<Self, TokenizerError>
     where
         I: IntoIterator<Item = S>,
@@ -107,7 +107,7 @@ impl Tokenizer {
     /// Train on a UTF-8 text file.
     ///
     /// # Errors
-    /// I/O errors, [`TokenizerError::NotUtf8`], and those of [`crate::train_fast`].
+    /// I/O errors, [`TokenizerError::NotUtf8`], and those of [`crate::train_fast()`].
     pub fn train_file(path: impl AsRef<Path>, vocab_size: usize) -> Result<Self, TokenizerError> {
         let mut words = WordCounts::new(Split::Gpt4);
         words.add_file(path)?;
@@ -117,7 +117,7 @@ impl Tokenizer {
     /// Train on pieces already counted (any split rule).
     ///
     /// # Errors
-    /// See [`crate::train_fast`].
+    /// See [`crate::train_fast()`].
     pub fn train_words(words: &WordCounts, vocab_size: usize) -> Result<Self, TokenizerError> {
         let merges: Vec<(u32, u32)> = train_fast(words, vocab_size)?
             .iter()
@@ -333,6 +333,8 @@ impl Tokenizer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bpe::{count_pairs, merge};
+    use crate::pretokenize::split;
     use crate::special::{BOS, EOS, IMAGE, PAD};
     use proptest::prelude::*;
     use std::sync::OnceLock;
@@ -505,6 +507,29 @@ mod tests {
             if let Ok(text) = std::str::from_utf8(&bytes) {
                 prop_assert_eq!(ids, tok.encode_ordinary(text));
             }
+        }
+
+        /// Encoding equals the naive replay of the merges: for each piece, find
+        /// the present pair learned earliest and merge all its occurrences.
+        #[test]
+        fn encode_equals_naive_merge_replay(text in "[a-z ,.'😀é]{0,40}") {
+            let tok = trained();
+            let mut naive = Vec::new();
+            for piece in split(&text) {
+                let mut ids: Vec<u32> = piece.bytes().map(u32::from).collect();
+                loop {
+                    let mut counts = std::collections::HashMap::new();
+                    count_pairs(&ids, &mut counts);
+                    let best = counts
+                        .keys()
+                        .filter_map(|&(l, r)| tok.bpe().merged(l, r).map(|id| ((l, r), id)))
+                        .min_by_key(|&(_, id)| id);
+                    let Some((pair, id)) = best else { break };
+                    ids = merge(&ids, pair, id);
+                }
+                naive.extend(ids);
+            }
+            prop_assert_eq!(tok.encode_ordinary(&text), naive);
         }
 
         /// Streaming decode of a trained encoding equals one-shot decode.

@@ -5,7 +5,7 @@
 //! `vocab_size - 256` times: count all adjacent pairs in all pieces, pick the
 //! most frequent, give it the next ID and replace it everywhere. It costs
 //! O(merges × corpus), which is fine for a page of text and hopeless for
-//! megabytes; [`crate::train_fast`] computes exactly the same merges quickly.
+//! megabytes; [`crate::train_fast()`] computes exactly the same merges quickly.
 //!
 //! **Tie-break.** Two pairs often have the same count. We take the pair with
 //! the highest count and, among equal counts, the *smallest* pair, comparing

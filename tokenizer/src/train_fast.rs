@@ -1,4 +1,4 @@
-//! Training, the fast way: the same merges as [`crate::train_reference`],
+//! Training, the fast way: the same merges as [`crate::train_reference()`],
 //! without recounting the corpus for every merge.
 //!
 //! Three observations make it fast:
@@ -146,10 +146,10 @@ fn merge_in_place(ids: &mut Vec<u32>, pair: (u32, u32), new_id: u32) {
 
 // ANCHOR: train_fast
 /// Learn `vocab_size - 256` merges from counted pieces. The result equals
-/// [`crate::train_reference`] on the same texts, merge for merge.
+/// [`crate::train_reference()`] on the same texts, merge for merge.
 ///
 /// # Errors
-/// As [`crate::train_reference`]: vocabulary below 256, an empty corpus, or a
+/// As [`crate::train_reference()`]: vocabulary below 256, an empty corpus, or a
 /// corpus that runs out of pairs.
 pub fn train_fast(words: &WordCounts, vocab_size: usize) -> Result<Vec<Merge>, TokenizerError> {
     let n_merges = merges_for(vocab_size)?;
