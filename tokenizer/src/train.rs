@@ -42,9 +42,11 @@ pub struct Merge {
 
 /// Check a requested vocabulary size; returns the number of merges to learn.
 pub(crate) fn merges_for(vocab_size: usize) -> Result<usize, TokenizerError> {
+    // subtle: a huge size is not rejected here; training stops with
+    // `VocabTooLarge` when the corpus runs out of pairs (each merge needs a
+    // pair to remove, so IDs overflow `u32` only past 4 GB of text)
     vocab_size
         .checked_sub(BYTE_TOKENS)
-        .filter(|_| vocab_size <= u32::MAX as usize)
         .ok_or(TokenizerError::VocabTooSmall {
             requested: vocab_size,
         })
@@ -79,7 +81,7 @@ where
     if pieces.is_empty() {
         return Err(TokenizerError::EmptyCorpus);
     }
-    let mut merges = Vec::with_capacity(n_merges);
+    let mut merges = Vec::new();
     for i in 0..n_merges {
         // count up every adjacent pair in every piece
         let mut counts = HashMap::new();
@@ -166,5 +168,11 @@ mod tests {
             }
         ));
         assert_eq!(train_reference(["abc"], 256, Split::Gpt4).unwrap(), []);
+        // an absurd size is the same error, not an allocation failure
+        let e = train_reference(["abc"], usize::MAX, Split::Gpt4).unwrap_err();
+        assert!(matches!(
+            e,
+            TokenizerError::VocabTooLarge { reached: 258, .. }
+        ));
     }
 }

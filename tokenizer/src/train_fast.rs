@@ -182,7 +182,7 @@ pub fn train_fast(words: &WordCounts, vocab_size: usize) -> Result<Vec<Merge>, T
     let mut heap: BinaryHeap<(i64, Reverse<u64>)> =
         counts.iter().map(|(&key, &n)| (n, Reverse(key))).collect();
 
-    let mut merges = Vec::with_capacity(n_merges);
+    let mut merges = Vec::with_capacity(n_merges.min(1 << 20));
     let mut new_pairs: Vec<u64> = Vec::new();
     while merges.len() < n_merges {
         let Some((stored, Reverse(key))) = heap.pop() else {
@@ -276,6 +276,10 @@ mod tests {
                 requested: 300,
                 reached: 258
             })
+        ));
+        assert!(matches!(
+            train_fast(&words, usize::MAX),
+            Err(TokenizerError::VocabTooLarge { reached: 258, .. })
         ));
         assert!(matches!(
             train_fast(&words, 3),
