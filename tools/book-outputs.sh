@@ -1,5 +1,12 @@
-#!/bin/sh
-# Regenerate every deterministic book output; CI fails if book/src/generated/ then differs.
-set -eu
-cd "$(dirname "$0")/.."
+#!/usr/bin/env bash
+# Regenerates every figure and table under book/src/generated/ that a program
+# writes. Each line runs one deterministic example (seeded, no timings, no
+# dates, no absolute paths), so CI can run this and then require that
+# book/src/generated/ is unchanged. Add one line per generator, in book order.
+# Benchmark tables (tools/bench_report.py) are NOT made here: timings differ
+# between machines.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
 cargo run --release -p tokenizer --example chapter
+cargo run --release -p embedding --example positions
