@@ -159,12 +159,20 @@ const ASCII: [Class; 128] = {
 // ANCHOR: classify
 /// The class of the character starting at byte `i`, and its length in bytes.
 /// `None` at the end of the text.
-#[inline]
+#[inline(always)]
 fn class_at(bytes: &[u8], i: usize) -> Option<(Class, usize)> {
     let &b = bytes.get(i)?;
     if b < 0x80 {
-        return Some((ASCII[b as usize], 1)); // fast path: one table lookup
+        Some((ASCII[b as usize], 1)) // fast path: one table lookup
+    } else {
+        Some(class_of_non_ascii(bytes, i))
     }
+}
+
+/// The slow path of [`class_at`], kept out of line so the ASCII path
+/// inlines into the scanning loops.
+#[inline(never)]
+fn class_of_non_ascii(bytes: &[u8], i: usize) -> (Class, usize) {
     let c = decode_char(bytes, i);
     let class = if c.is_numeric() {
         Class::Digit
@@ -175,7 +183,7 @@ fn class_at(bytes: &[u8], i: usize) -> Option<(Class, usize)> {
     } else {
         Class::Other
     };
-    Some((class, c.len_utf8()))
+    (class, c.len_utf8())
 }
 // ANCHOR_END: classify
 
@@ -195,8 +203,8 @@ fn decode_char(bytes: &[u8], i: usize) -> char {
     char::from_u32(code).unwrap_or(char::REPLACEMENT_CHARACTER)
 }
 
-/// End of the run of characters of class `class` starting at byte `i`.
-#[inline]
+/// End of the run of characters whose class passes `keep`, from byte `i`.
+#[inline(always)]
 fn run_end(bytes: &[u8], mut i: usize, keep: impl Fn(Class) -> bool) -> usize {
     while let Some((c, len)) = class_at(bytes, i) {
         if !keep(c) {
