@@ -257,6 +257,21 @@ mod tests {
     }
 
     #[test]
+    fn fast_equals_reference_on_real_text() {
+        let text = "The borrow checker doesn't let two mutable references live at once. \
+            It's strict, but we'll see why: data races can't happen!\n\n\
+            Les élèves étudient la mémoire; 日本語のテキストも少し。 नमस्ते दुनिया 🎉🎉\n\
+            fn main() { let x = 12345; println!(\"{x}\"); }   \n\
+            Numbers: 3.14159, 2024-11-30, 1000000 and the end.";
+        let lines: Vec<&str> = std::iter::repeat_n(text, 3).collect();
+        let words = WordCounts::from_texts(&lines, Split::Gpt4);
+        let fast = train_fast(&words, 400).unwrap();
+        let reference = train_reference(&lines, 400, Split::Gpt4).unwrap();
+        assert_eq!(fast.len(), 144);
+        assert_eq!(fast, reference);
+    }
+
+    #[test]
     fn merge_in_place_matches_merge() {
         for ids in [vec![1, 2, 3, 1, 2], vec![7, 7, 7], vec![7, 7, 7, 7], vec![]] {
             for pair in [(1, 2), (7, 7)] {
