@@ -8,4 +8,5 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+cargo run --release -p tokenizer --example chapter
 cargo run --release -p embedding --example positions
