@@ -8,5 +8,6 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+cargo run --release -p tokenizer --example chapter
 cargo run --release -p embedding --example positions
 cargo run --release -p vision --example vision_figures

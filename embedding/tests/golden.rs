@@ -27,7 +27,13 @@ fn linear_matches_pytorch() {
     let dx = layer.backward(&g.array::<Ix3>("dout"), &cache, &mut grads);
     assert_allclose("dx", &dx, g.get("dx"), RTOL, ATOL);
     assert_allclose("dweight", &grads.weight, g.get("dweight"), RTOL, ATOL);
-    assert_allclose("dbias", grads.bias.as_ref().unwrap(), g.get("dbias"), RTOL, ATOL);
+    assert_allclose(
+        "dbias",
+        grads.bias.as_ref().unwrap(),
+        g.get("dbias"),
+        RTOL,
+        ATOL,
+    );
 }
 
 #[test]
@@ -55,5 +61,11 @@ fn positions_match_pytorch() {
     assert_allclose("dx", &dx, g.get("dx"), 0.0, 0.0);
     assert_allclose("dweight", &grads.weight, g.get("dweight"), RTOL, ATOL);
 
-    assert_allclose("sinusoidal", &sinusoidal_table(8, 6), g.get("sinusoidal_8x6"), 1e-6, 1e-6);
+    assert_allclose(
+        "sinusoidal",
+        &sinusoidal_table(8, 6),
+        g.get("sinusoidal_8x6"),
+        1e-6,
+        1e-6,
+    );
 }

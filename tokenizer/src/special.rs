@@ -1,0 +1,192 @@
+//! Special tokens: IDs that no text can produce by accident.
+//!
+//! A model needs markers that are not words: the beginning and end of a
+//! sequence, padding, and, in a multimodal model, *where the image goes*.
+//! The caption decoder sees `<|bos|> <|image|> a red circle <|eos|>`; the
+//! model replaces the embedding of the `<|image|>` placeholder (or a run of
+//! them, one per image patch) by the image encoder's vectors, so text and
+//! image tokens flow through the same transformer.
+//!
+//! Special tokens get IDs after the merges. Their text, such as `<|bos|>`,
+//! could also appear in ordinary input (a user pasting it, a web page about
+//! tokenizers). Treating it as the real marker would let input forge control
+//! tokens, so, as in tiktoken, [`crate::Tokenizer::encode`] takes an explicit
+//! policy ([`AllowedSpecial`]): a special token in the text that is not
+//! allowed is an error, and [`crate::Tokenizer::encode_ordinary`] encodes it
+//! as plain text.
+
+use crate::error::TokenizerError;
+
+/// Beginning of a sequence.
+pub const BOS: &str = "<|bos|>";
+/// End of a sequence.
+pub const EOS: &str = "<|eos|>";
+/// Padding to a common length in a batch.
+pub const PAD: &str = "<|pad|>";
+/// Where an image's tokens go in a caption.
+pub const IMAGE: &str = "<|image|>";
+
+/// Which special tokens `encode` may turn into their IDs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AllowedSpecial<'a> {
+    /// None: any special token in the text is an error.
+    Nothing,
+    /// Every registered special token.
+    All,
+    /// Only these; the others are errors.
+    Only(&'a [&'a str]),
+}
+
+impl AllowedSpecial<'_> {
+    /// Is `token` allowed?
+    pub fn allows(&self, token: &str) -> bool {
+        match self {
+            AllowedSpecial::Nothing => false,
+            AllowedSpecial::All => true,
+            AllowedSpecial::Only(list) => list.contains(&token),
+        }
+    }
+}
+
+/// The registered special tokens in ID order, and a quick way to find them
+/// in text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecialTokens {
+    tokens: Vec<String>,
+    /// `first_byte[b]`: does some special token start with byte `b`?
+    first_byte: [bool; 256],
+}
+
+impl Default for SpecialTokens {
+    fn default() -> Self {
+        SpecialTokens {
+            tokens: Vec::new(),
+            first_byte: [false; 256],
+        }
+    }
+}
+
+impl SpecialTokens {
+    /// Register `token`; returns its index (its ID is the ordinary vocabulary
+    /// size plus this index).
+    ///
+    /// # Errors
+    /// [`TokenizerError::InvalidSpecial`] if it is empty, contains whitespace
+    /// or control characters (vocabulary files keep one token per line), or
+    /// is already registered.
+    pub fn push(&mut self, token: &str) -> Result<usize, TokenizerError> {
+        let invalid = |reason| TokenizerError::InvalidSpecial {
+            token: token.to_owned(),
+            reason,
+        };
+        if token.is_empty() {
+            return Err(invalid("it is empty"));
+        }
+        if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(invalid("it contains whitespace or a control character"));
+        }
+        if self.index_of(token).is_some() {
+            return Err(invalid("it is already registered"));
+        }
+        self.first_byte[token.as_bytes()[0] as usize] = true;
+        self.tokens.push(token.to_owned());
+        Ok(self.tokens.len() - 1)
+    }
+
+    /// The tokens in ID order.
+    pub fn tokens(&self) -> &[String] {
+        &self.tokens
+    }
+
+    /// Number of special tokens.
+    pub fn len(&self) -> usize {
+        self.tokens.len()
+    }
+
+    /// True if none is registered.
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+
+    /// Index of `token`, if registered.
+    pub fn index_of(&self, token: &str) -> Option<usize> {
+        self.tokens.iter().position(|t| t == token)
+    }
+
+    // ANCHOR: find
+    /// The first special token in `text` at or after byte `from`: its byte
+    /// offset and index. At one offset the longest token wins.
+    pub fn find(&self, text: &str, from: usize) -> Option<(usize, usize)> {
+        if self.tokens.is_empty() {
+            return None;
+        }
+        let bytes = text.as_bytes();
+        for i in from..bytes.len() {
+            if !self.first_byte[bytes[i] as usize] {
+                continue; // most bytes can start no special token
+            }
+            let longest = (0..self.tokens.len())
+                .filter(|&k| bytes[i..].starts_with(self.tokens[k].as_bytes()))
+                .max_by_key(|&k| self.tokens[k].len());
+            if let Some(k) = longest {
+                return Some((i, k));
+            }
+        }
+        None
+    }
+    // ANCHOR_END: find
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn specials(tokens: &[&str]) -> SpecialTokens {
+        let mut s = SpecialTokens::default();
+        for t in tokens {
+            s.push(t).unwrap();
+        }
+        s
+    }
+
+    #[test]
+    fn find_returns_the_leftmost_then_longest() {
+        let s = specials(&[BOS, EOS, "<|e", IMAGE]);
+        assert_eq!(s.find("a <|eos|> <|bos|>", 0), Some((2, 1)));
+        assert_eq!(s.find("a <|eos|> <|bos|>", 3), Some((10, 0)));
+        assert_eq!(s.find("<|ex", 0), Some((0, 2)));
+        assert_eq!(s.find("plain < text |>", 0), None);
+        assert_eq!(s.find("", 0), None);
+        assert_eq!(specials(&[]).find("<|bos|>", 0), None);
+    }
+
+    #[test]
+    fn find_works_after_multibyte_text() {
+        let s = specials(&["★"]);
+        assert_eq!(s.find("日本★", 0), Some((6, 0)));
+    }
+
+    #[test]
+    fn invalid_tokens_are_rejected() {
+        let mut s = specials(&[BOS]);
+        for bad in ["", "<| bos |>", "a\nb", BOS] {
+            let e = s.push(bad).unwrap_err();
+            assert!(
+                matches!(e, TokenizerError::InvalidSpecial { .. }),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(s.len(), 1);
+        assert_eq!(s.push(PAD).unwrap(), 1);
+        assert_eq!(s.index_of(PAD), Some(1));
+    }
+
+    #[test]
+    fn policy() {
+        assert!(!AllowedSpecial::Nothing.allows(BOS));
+        assert!(AllowedSpecial::All.allows(BOS));
+        let only = AllowedSpecial::Only(&[BOS, EOS]);
+        assert!(only.allows(EOS));
+        assert!(!only.allows(PAD));
+    }
+}
