@@ -16,6 +16,30 @@
 //! teaching reference) and im2col + one matrix product (the fast version),
 //! tested equal. [`images`] loads PNG/JPEG files into normalised tensors.
 //!
+//! ## Example
+//! ```
+//! use embedding::Params;
+//! use ndarray::{Array2, Array3, Array4};
+//! use rand::SeedableRng;
+//! use vision::{CnnConfig, VitConfig};
+//!
+//! let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+//! let images = Array4::<f32>::zeros((2, 3, 32, 32)); // [B, C_in, H, W]
+//!
+//! let cnn = CnnConfig::default().init(&mut rng); // 3 → 32 → 64 channels, two 2×2 pools
+//! let (out, cache) = cnn.forward(&images);
+//! assert_eq!(out.grid.dim(), (2, 8 * 8, 64)); // [B, N, C]: one token per position of the 8×8 map
+//! assert_eq!(out.pooled.dim(), (2, 64)); // [B, C]
+//! let mut grads = cnn.zeros_like();
+//! let dimages = cnn.backward(&Array3::ones((2, 64, 64)), &Array2::zeros((2, 64)), &cache, &mut grads);
+//! assert_eq!(dimages.dim(), images.dim());
+//!
+//! let vit = VitConfig::default().init(&mut rng); // 8×8 patches, width 64, two blocks
+//! let (out, _) = vit.forward(&images);
+//! assert_eq!(out.tokens.dim(), (2, 16 + 1, 64)); // [B, N + 1, C]: CLS, then 16 patches
+//! assert_eq!(out.cls.dim(), (2, 64)); // [B, C]
+//! ```
+//!
 //! ## Shapes
 //! `B` batch, `C` channels (`C_in`/`C_out` of a convolution), `H × W` image
 //! or feature-map height and width (`H_out × W_out` after a layer), `k` kernel
