@@ -29,7 +29,7 @@ pub struct MaxPool2d {
 /// What `MaxPool2d::backward` needs: where each maximum came from.
 #[derive(Debug, Clone)]
 pub struct MaxPool2dCache {
-    argmax: Array4<(usize, usize)>, // [B, C, H_out, W_out]: (iy, ix) of the winner
+    argmax: Array4<u32>, // [B, C, H_out, W_out]: the winner's position iy·W + ix in its plane
     input: (usize, usize, usize, usize),
 }
 
@@ -51,23 +51,28 @@ impl MaxPool2d {
     #[track_caller]
     pub fn forward(&self, x: &ArrayRef4<f32>) -> (Array4<f32>, MaxPool2dCache) {
         let (batch, channels, height, width) = x.dim();
+        assert!(
+            height * width <= u32::MAX as usize,
+            "maxpool: x is {:?}, a plane too large for u32 positions",
+            x.dim()
+        );
         let (k, s) = (self.kernel, self.stride);
         let h_out = conv_output_size(height, k, s, 0);
         let w_out = conv_output_size(width, k, s, 0);
         let mut out = Array4::zeros((batch, channels, h_out, w_out));
-        let mut argmax = Array4::from_elem(out.dim(), (0, 0));
+        let mut argmax = Array4::zeros(out.dim());
         for ((b, c, oy, ox), o) in out.indexed_iter_mut() {
-            let mut best = (f32::NEG_INFINITY, (oy * s, ox * s)); // any real value beats −∞
+            let mut best = (f32::NEG_INFINITY, oy * s * width + ox * s); // any real value beats −∞
             for iy in oy * s..oy * s + k {
                 for ix in ox * s..ox * s + k {
                     let v = x[[b, c, iy, ix]];
                     if v > best.0 || v.is_nan() && !best.0.is_nan() {
-                        best = (v, (iy, ix)); // subtle: NaN wins, so it propagates as in PyTorch
+                        best = (v, iy * width + ix); // subtle: NaN wins, so it propagates as in PyTorch
                     }
                 }
             }
             *o = best.0;
-            argmax[[b, c, oy, ox]] = best.1;
+            argmax[[b, c, oy, ox]] = best.1 as u32; // u32: a quarter of a (usize, usize) pair
         }
         let input = x.dim();
         (out, MaxPool2dCache { argmax, input })
@@ -89,8 +94,10 @@ impl MaxPool2d {
             dout.dim(),
             cache.argmax.dim()
         );
+        let width = cache.input.3;
         let mut dx = Array4::zeros(cache.input);
-        for ((b, c, oy, ox), &(iy, ix)) in cache.argmax.indexed_iter() {
+        for ((b, c, oy, ox), &winner) in cache.argmax.indexed_iter() {
+            let (iy, ix) = (winner as usize / width, winner as usize % width);
             // in the forward pass this was:
             //   out[b, c, oy, ox] = x[b, c, iy, ix]   (the winner of the window)
             // so now we have (+=: overlapping windows may share a winner):
