@@ -1,8 +1,13 @@
 //! Linear and Embedding, forward and backward, at the tiny training config
 //! (B=64, T=16, C=64) and at a larger one (B=64, T=64, C=256).
 //!
+//! Each fast path is benched beside its plain reference: `linear/forward`
+//! (ndarray's blocked `dot`) beside `linear/forward_naive` (three loops), and
+//! `embedding/forward` (a row lookup) beside `embedding/one_hot_forward` (the
+//! same result as a one-hot matrix times the table).
+//!
 //! Run with `cargo bench -p embedding`; throughput is in FLOP/s for Linear
-//! (2 FLOPs per multiply-add) and in elements/s for the lookups.
+//! (2 FLOPs per multiply-add) and in output elements/s for the lookups.
 
 use std::hint::black_box;
 
@@ -36,6 +41,14 @@ fn linear(c: &mut Criterion) {
         });
         group.finish();
 
+        let mut group = c.benchmark_group("linear/forward_naive");
+        group.sample_size(10); // a second per call at the larger size
+        group.throughput(Throughput::Elements(flops as u64));
+        group.bench_function(BenchmarkId::from_parameter(&id), |b| {
+            b.iter(|| layer.forward_naive(black_box(&x)))
+        });
+        group.finish();
+
         let (out, cache) = layer.forward(&x);
         let dout = Array3::<f32>::ones(out.dim());
         let mut grads = layer.zeros_like();
@@ -65,6 +78,17 @@ fn embedding(c: &mut Criterion) {
         group.throughput(Throughput::Elements(elements));
         group.bench_function(BenchmarkId::from_parameter(&id), |b| {
             b.iter(|| table.forward(black_box(&ids)))
+        });
+        group.finish();
+
+        // the same lookup as a one-hot matrix times the table: [B*T, V] x [V, C]
+        let one_hot = Array2::from_shape_fn((batch * seq, VOCAB), |(row, v)| {
+            (ids.as_slice().unwrap()[row] as usize == v) as u8 as f32
+        });
+        let mut group = c.benchmark_group("embedding/one_hot_forward");
+        group.throughput(Throughput::Elements(elements));
+        group.bench_function(BenchmarkId::from_parameter(&id), |b| {
+            b.iter(|| black_box(&one_hot).dot(&table.weight))
         });
         group.finish();
 

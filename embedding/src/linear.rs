@@ -80,6 +80,41 @@ impl Linear {
     pub fn c_out(&self) -> usize {
         self.weight.nrows()
     }
+
+    // ANCHOR: forward_naive
+    /// The forward pass as three plain loops: the algorithmic reference that
+    /// [`Layer::forward`] must equal (llm.c keeps `matmul_forward_naive` for
+    /// the same reason). It computes the same sums in the same order of `i`,
+    /// but touches memory one element at a time; `cargo bench -p embedding`
+    /// shows what the blocked, vectorised product behind `dot` gains.
+    ///
+    /// # Shapes
+    /// - `x: [B, T, C_in]` → `out: [B, T, C_out]`
+    #[track_caller]
+    pub fn forward_naive(&self, x: &ArrayRef3<f32>) -> Array3<f32> {
+        let (batch, seq, c_in) = x.dim();
+        assert_eq!(
+            c_in,
+            self.c_in(),
+            "linear: x is {:?}, weight is {:?}",
+            x.dim(),
+            self.weight.dim()
+        );
+        let mut out = Array3::zeros((batch, seq, self.c_out()));
+        for b in 0..batch {
+            for t in 0..seq {
+                for o in 0..self.c_out() {
+                    let mut sum = self.bias.as_ref().map_or(0.0, |bias| bias[o]);
+                    for i in 0..c_in {
+                        sum += x[[b, t, i]] * self.weight[[o, i]];
+                    }
+                    out[[b, t, o]] = sum;
+                }
+            }
+        }
+        out
+    }
+    // ANCHOR_END: forward_naive
 }
 
 impl Layer for Linear {
@@ -257,6 +292,25 @@ mod tests {
         let want = x.index_axis(Axis(0), 0).dot(&layer.weight.t());
         let got = out.index_axis(Axis(0), 0);
         assert_allclose("out", &got, &want, 1e-6, 1e-6);
+    }
+
+    #[test]
+    fn naive_forward_equals_forward() {
+        let mut rng = StdRng::seed_from_u64(5);
+        let layer = LinearConfig {
+            c_in: 7,
+            c_out: 5,
+            bias: true,
+        }
+        .init(&mut rng);
+        let x: Array3<f32> = init::normal((2, 3, 7), 1.0, &mut rng);
+        assert_allclose(
+            "out",
+            &layer.forward_naive(&x),
+            &layer.forward(&x).0,
+            1e-5,
+            1e-6,
+        );
     }
 
     #[test]

@@ -1,0 +1,245 @@
+//! GELU and the transformer MLP: `Linear → GELU → Linear`.
+//!
+//! GELU is the *exact* one, PyTorch's default `nn.GELU()` (`approximate='none'`):
+//!
+//! - forward: `gelu(x) = x·Φ(x) = ½x(1 + erf(x/√2))`;
+//! - backward: `gelu'(x) = Φ(x) + x·φ(x)`, with `φ(x) = exp(−x²/2)/√(2π)`.
+//!
+//! Rust's standard library has no `erf`, so [`erf`] is written here
+//! (Abramowitz & Stegun 7.1.26, absolute error below `1.5·10⁻⁷`, at the level
+//! of f32 rounding). The MLP widens each token's vector to `hidden`
+//! (usually `4C`), applies GELU, and projects back to `C`.
+//! Reference: Hendrycks & Gimpel 2016; <https://pytorch.org/docs/stable/generated/torch.nn.GELU.html>
+
+use embedding::{Layer, Linear, LinearCache, LinearConfig, Params, prefixed};
+use ndarray::{Array3, ArrayRef3, ArrayViewD, ArrayViewMutD, Zip};
+use rand::Rng;
+
+// ANCHOR: erf
+/// The error function `erf(x) = 2/√π ∫₀ˣ exp(−t²) dt`, to within `1.5·10⁻⁷`
+/// (Abramowitz & Stegun 7.1.26, evaluated in f64).
+pub fn erf(x: f64) -> f64 {
+    const P: f64 = 0.327_591_1;
+    const A: [f64; 5] = [
+        0.254_829_592,
+        -0.284_496_736,
+        1.421_413_741,
+        -1.453_152_027,
+        1.061_405_429,
+    ];
+    let sign = x.signum();
+    let x = x.abs();
+    let t = 1.0 / (1.0 + P * x);
+    let poly = t * (A[0] + t * (A[1] + t * (A[2] + t * (A[3] + t * A[4])))); // Horner
+    sign * (1.0 - poly * (-x * x).exp())
+}
+// ANCHOR_END: erf
+
+// ANCHOR: gelu
+/// Exact GELU, `x·Φ(x)`.
+pub fn gelu(x: f32) -> f32 {
+    let x = x as f64;
+    (0.5 * x * (1.0 + erf(x * std::f64::consts::FRAC_1_SQRT_2))) as f32
+}
+
+/// `d gelu(x) / dx = Φ(x) + x·φ(x)`.
+pub fn gelu_grad(x: f32) -> f32 {
+    let x = x as f64;
+    let cdf = 0.5 * (1.0 + erf(x * std::f64::consts::FRAC_1_SQRT_2)); // Φ(x)
+    let pdf = (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt(); // φ(x)
+    (cdf + x * pdf) as f32
+}
+// ANCHOR_END: gelu
+
+/// GELU applied element-wise, as a parameter-free [`Layer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Gelu;
+
+/// What [`Gelu`]'s backward pass needs: its input.
+#[derive(Debug, Clone)]
+pub struct GeluCache {
+    x: Array3<f32>, // [B, T, C]
+}
+
+impl Layer for Gelu {
+    type Cache = GeluCache;
+
+    /// # Shapes
+    /// - `x: [B, T, C]` → `out: [B, T, C]`
+    fn forward(&self, x: &ArrayRef3<f32>) -> (Array3<f32>, GeluCache) {
+        let out = x.mapv(gelu);
+        (out, GeluCache { x: x.to_owned() })
+    }
+
+    /// # Shapes
+    /// - `dout: [B, T, C]` → `dx: [B, T, C]`
+    #[track_caller]
+    fn backward(&self, dout: &ArrayRef3<f32>, cache: &GeluCache, _: &mut Gelu) -> Array3<f32> {
+        assert_eq!(
+            dout.dim(),
+            cache.x.dim(),
+            "gelu backward: dout is {:?}, cached x is {:?}",
+            dout.dim(),
+            cache.x.dim()
+        );
+        // in the forward pass this was:
+        //   out = gelu(x)
+        // so now we have:
+        let mut dx = Array3::<f32>::zeros(dout.raw_dim());
+        Zip::from(&mut dx)
+            .and(dout)
+            .and(&cache.x)
+            .for_each(|dx, &d, &x| *dx = d * gelu_grad(x));
+        dx
+    }
+}
+
+impl Params for Gelu {
+    fn params(&self) -> Vec<(String, ArrayViewD<'_, f32>)> {
+        Vec::new()
+    }
+    fn params_mut(&mut self) -> Vec<(String, ArrayViewMutD<'_, f32>)> {
+        Vec::new()
+    }
+}
+
+// ANCHOR: mlp_struct
+/// The transformer MLP: `proj(gelu(fc(x)))`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mlp {
+    /// `c_fc`: `[hidden, C]`
+    pub fc: Linear,
+    /// `c_proj`: `[C, hidden]`
+    pub proj: Linear,
+}
+
+/// What [`Mlp`]'s backward pass needs: the two Linear caches and GELU's input.
+#[derive(Debug, Clone)]
+pub struct MlpCache {
+    fc: LinearCache,   // x: [B*T, C]
+    gelu: GeluCache,   // h = fc(x): [B, T, hidden]
+    proj: LinearCache, // gelu(h): [B*T, hidden]
+}
+// ANCHOR_END: mlp_struct
+
+/// The sizes of a fresh [`Mlp`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct MlpConfig {
+    /// Width `C` of the token vectors.
+    pub width: usize,
+    /// Hidden width, usually `4C` (GPT-2, ViT).
+    pub hidden: usize,
+}
+
+impl MlpConfig {
+    /// PyTorch's default Linear initialisation for both layers.
+    pub fn init(&self, rng: &mut impl Rng) -> Mlp {
+        let fc = LinearConfig {
+            c_in: self.width,
+            c_out: self.hidden,
+            bias: true,
+        }
+        .init(rng);
+        let proj = LinearConfig {
+            c_in: self.hidden,
+            c_out: self.width,
+            bias: true,
+        }
+        .init(rng);
+        Mlp { fc, proj }
+    }
+}
+
+impl Layer for Mlp {
+    type Cache = MlpCache;
+
+    // ANCHOR: mlp_forward
+    /// # Shapes
+    /// - `x: [B, T, C]` → `out: [B, T, C]`, through `[B, T, hidden]`
+    ///
+    /// # Panics
+    /// If `x`'s last axis is not `C`.
+    #[track_caller]
+    fn forward(&self, x: &ArrayRef3<f32>) -> (Array3<f32>, MlpCache) {
+        let (h, fc) = self.fc.forward(x); // [B, T, hidden]
+        let (a, gelu) = Gelu.forward(&h); // [B, T, hidden]
+        let (out, proj) = self.proj.forward(&a); // [B, T, C]
+        (out, MlpCache { fc, gelu, proj })
+    }
+    // ANCHOR_END: mlp_forward
+
+    // ANCHOR: mlp_backward
+    /// # Shapes
+    /// - `dout: [B, T, C]` → `dx: [B, T, C]`
+    fn backward(&self, dout: &ArrayRef3<f32>, cache: &MlpCache, grads: &mut Mlp) -> Array3<f32> {
+        let da = self.proj.backward(dout, &cache.proj, &mut grads.proj); // [B, T, hidden]
+        let dh = Gelu.backward(&da, &cache.gelu, &mut Gelu); // [B, T, hidden]
+        self.fc.backward(&dh, &cache.fc, &mut grads.fc) // [B, T, C]
+    }
+    // ANCHOR_END: mlp_backward
+}
+
+impl Params for Mlp {
+    fn params(&self) -> Vec<(String, ArrayViewD<'_, f32>)> {
+        let mut list: Vec<_> = prefixed("fc", self.fc.params()).collect();
+        list.extend(prefixed("proj", self.proj.params()));
+        list
+    }
+
+    fn params_mut(&mut self) -> Vec<(String, ArrayViewMutD<'_, f32>)> {
+        let mut list: Vec<_> = prefixed("fc", self.fc.params_mut()).collect();
+        list.extend(prefixed("proj", self.proj.params_mut()));
+        list
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use embedding::init;
+    use embedding::testing::gradcheck_layer;
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    #[test]
+    fn erf_known_values() {
+        // erf(0) = 0, erf(0.5) = 0.5204998778, erf(1) = 0.8427007929, erf(2) = 0.9953222650
+        for (x, want) in [
+            (0.0, 0.0),
+            (0.5, 0.520_499_877_8),
+            (1.0, 0.842_700_792_9),
+            (2.0, 0.995_322_265_0),
+            (-1.0, -0.842_700_792_9),
+        ] {
+            assert!((erf(x) - want).abs() < 2e-7, "erf({x}) = {}", erf(x));
+        }
+    }
+
+    #[test]
+    fn gelu_known_values() {
+        // gelu(1) = Φ(1) = 0.8413447, gelu(-1) = -(1 - Φ(1)) = -0.1586553
+        assert!((gelu(1.0) - 0.841_344_7).abs() < 1e-6);
+        assert!((gelu(-1.0) + 0.158_655_3).abs() < 1e-6);
+        assert_eq!(gelu(0.0), 0.0);
+    }
+
+    #[test]
+    fn gelu_gradcheck() {
+        let x = init::normal((2, 3, 4), 2.0, &mut StdRng::seed_from_u64(0));
+        gradcheck_layer(&crate::gradcheck(), &Gelu, &x, 1).unwrap();
+    }
+
+    #[test]
+    fn mlp_gradcheck() {
+        let mut rng = StdRng::seed_from_u64(1);
+        let mlp = MlpConfig {
+            width: 4,
+            hidden: 8,
+        }
+        .init(&mut rng);
+        let names: Vec<String> = mlp.params().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["fc.weight", "fc.bias", "proj.weight", "proj.bias"]);
+        let x = init::normal((2, 3, 4), 1.0, &mut rng);
+        gradcheck_layer(&crate::gradcheck(), &mlp, &x, 2).unwrap();
+    }
+}

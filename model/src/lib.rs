@@ -1,0 +1,18 @@
+//! # model: two towers and a decoder
+//!
+//! The pieces of the earlier crates meet here: a CLIP-style dual encoder
+//! that puts images and captions in one shared space, and a decoder that
+//! reads the image through cross-attention and writes its caption (the CoCa
+//! layout).
+//!
+//! This crate is being built up; so far it holds the checkpoint format:
+//!
+//! - [`safetensors`]: the file format, read and written by hand;
+//! - [`weights`]: saving any [`embedding::Params`] module under its
+//!   PyTorch-style names, and loading with every name and shape checked.
+
+pub mod safetensors;
+pub mod weights;
+
+pub use safetensors::{FormatError, Tensors};
+pub use weights::{MismatchReport, WeightsError, load_weights, save_weights, write_atomic};

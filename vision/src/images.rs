@@ -1,0 +1,545 @@
+//! From image files to the tensors a model reads, and back.
+//!
+//! 1. decode a PNG or JPEG file (or bytes) and convert it to 8-bit RGB
+//!    ([`load_image`], [`load_image_bytes`]);
+//! 2. resize it to the model's `H × W` (bilinear, "triangle" filter);
+//! 3. scale to `[0, 1]` and normalise each channel: `x = (v/255 − mean_c) / std_c`
+//!    ([`Preprocess::to_tensor`]), giving `[C = 3, H, W]`;
+//! 4. stack several into a batch `[B, 3, H, W]` ([`stack_images`]).
+//!
+//! [`Preprocess::to_image`] undoes 3 and [`save_png`] writes a tensor out,
+//! for figures. Files come from users, so every failure (a missing file, a
+//! corrupt or truncated one, another format) is an [`ImageError`] that names
+//! the file; nothing here panics on bad input.
+
+use std::error::Error;
+use std::fmt;
+use std::io;
+use std::path::Path;
+
+use image::imageops::FilterType;
+use image::{ImageFormat, ImageReader, RgbImage};
+use ndarray::{Array3, Array4, ArrayRef3, Axis};
+
+/// Everything that can go wrong between a file and a tensor.
+#[derive(Debug)]
+pub enum ImageError {
+    /// The file could not be opened, read or written (missing, permissions, …).
+    Io {
+        /// The file.
+        path: String,
+        /// What the operating system said.
+        source: io::Error,
+    },
+    /// Not a format this crate decodes (PNG and JPEG), or not an image at all.
+    Unsupported {
+        /// The file, or the name given to the bytes.
+        path: String,
+        /// What the decoder said.
+        reason: String,
+    },
+    /// A PNG or JPEG whose data is broken: corrupt, truncated, or too large to decode.
+    Decode {
+        /// The file, or the name given to the bytes.
+        path: String,
+        /// What the decoder said.
+        reason: String,
+    },
+    /// A tensor that cannot be written as an image (`save_png` takes `[1 or 3, H, W]`).
+    BadTensor {
+        /// The file that was to be written.
+        path: String,
+        /// The tensor's shape.
+        shape: Vec<usize>,
+    },
+    /// Images of different sizes in one batch.
+    SizeMismatch {
+        /// Position of the first image that differs.
+        index: usize,
+        /// Its shape `[C, H, W]`.
+        got: (usize, usize, usize),
+        /// The shape of image 0.
+        want: (usize, usize, usize),
+    },
+    /// An empty list of images, where a batch needs at least one.
+    EmptyBatch,
+}
+
+impl fmt::Display for ImageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ImageError::Io { path, source } => write!(f, "{path}: {source}"),
+            ImageError::Unsupported { path, reason } => write!(
+                f,
+                "{path}: unsupported image format ({reason}); png and jpeg are supported"
+            ),
+            ImageError::Decode { path, reason } => {
+                write!(f, "{path}: corrupt or truncated image ({reason})")
+            }
+            ImageError::BadTensor { path, shape } => write!(
+                f,
+                "{path}: cannot write a tensor of shape {shape:?} as an image; want [1 or 3, H, W]"
+            ),
+            ImageError::SizeMismatch { index, got, want } => write!(
+                f,
+                "image {index} is {got:?} but image 0 is {want:?}; resize them to one size first"
+            ),
+            ImageError::EmptyBatch => write!(f, "a batch needs at least one image"),
+        }
+    }
+}
+
+impl Error for ImageError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match self {
+            ImageError::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// Sorts the `image` crate's error into ours, naming the file.
+fn classify(path: &str, err: image::ImageError) -> ImageError {
+    let path = path.to_string();
+    match err {
+        image::ImageError::IoError(source) => {
+            // the decoders report a file that ends early as an I/O error
+            if source.kind() == io::ErrorKind::UnexpectedEof {
+                ImageError::Decode {
+                    path,
+                    reason: source.to_string(),
+                }
+            } else {
+                ImageError::Io { path, source }
+            }
+        }
+        image::ImageError::Unsupported(e) => ImageError::Unsupported {
+            path,
+            reason: e.to_string(),
+        },
+        other => ImageError::Decode {
+            path,
+            reason: other.to_string(),
+        },
+    }
+}
+
+// ANCHOR: load_image
+/// Reads a PNG or JPEG file as 8-bit RGB (grey and alpha are converted).
+///
+/// The format is guessed from the content, not the extension.
+///
+/// # Errors
+/// [`ImageError::Io`] if the file cannot be read, [`ImageError::Unsupported`]
+/// if it is not a PNG or JPEG, [`ImageError::Decode`] if it is corrupt or truncated.
+pub fn load_image(path: impl AsRef<Path>) -> Result<RgbImage, ImageError> {
+    let path = path.as_ref();
+    let name = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|source| ImageError::Io {
+        path: name.clone(),
+        source,
+    })?;
+    load_image_bytes(&bytes, &name)
+}
+
+/// Decodes PNG or JPEG bytes as 8-bit RGB; `name` labels them in errors.
+///
+/// # Errors
+/// [`ImageError::Unsupported`] if the bytes are not a PNG or JPEG,
+/// [`ImageError::Decode`] if they are corrupt or truncated.
+pub fn load_image_bytes(bytes: &[u8], name: &str) -> Result<RgbImage, ImageError> {
+    let reader = ImageReader::new(io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|source| ImageError::Io {
+            path: name.to_string(),
+            source,
+        })?;
+    match reader.format() {
+        Some(ImageFormat::Png | ImageFormat::Jpeg) => {}
+        Some(other) => {
+            return Err(ImageError::Unsupported {
+                path: name.to_string(),
+                reason: format!("{other:?}"),
+            });
+        }
+        None => {
+            return Err(ImageError::Unsupported {
+                path: name.to_string(),
+                reason: "not a known image format".to_string(),
+            });
+        }
+    }
+    let image = reader.decode().map_err(|e| classify(name, e))?;
+    Ok(image.to_rgb8())
+}
+// ANCHOR_END: load_image
+
+/// How pixels become model input: the size and the per-channel normalisation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Preprocess {
+    /// Output height `H` in pixels.
+    pub height: usize,
+    /// Output width `W` in pixels.
+    pub width: usize,
+    /// Per-channel mean (R, G, B) subtracted after scaling to `[0, 1]`.
+    pub mean: [f32; 3],
+    /// Per-channel standard deviation divided by after the mean.
+    pub std: [f32; 3],
+}
+
+impl Default for Preprocess {
+    /// 32×32, `mean = std = 0.5`: pixel values land in `[−1, 1]`, centred,
+    /// which is all a toy model trained from scratch needs.
+    fn default() -> Self {
+        Preprocess {
+            height: 32,
+            width: 32,
+            mean: [0.5; 3],
+            std: [0.5; 3],
+        }
+    }
+}
+
+impl Preprocess {
+    /// ImageNet's statistics at 224×224, what pretrained torchvision models expect.
+    pub fn imagenet() -> Self {
+        Preprocess {
+            height: 224,
+            width: 224,
+            mean: [0.485, 0.456, 0.406],
+            std: [0.229, 0.224, 0.225],
+        }
+    }
+
+    // ANCHOR: to_tensor
+    /// Resizes (if needed) and normalises an RGB image.
+    ///
+    /// # Shapes
+    /// - image `W_img × H_img` → `[3, H, W]`
+    pub fn to_tensor(&self, image: &RgbImage) -> Array3<f32> {
+        let resized;
+        let image =
+            if (image.height() as usize, image.width() as usize) == (self.height, self.width) {
+                image
+            } else {
+                resized = image::imageops::resize(
+                    image,
+                    self.width as u32,
+                    self.height as u32,
+                    FilterType::Triangle, // bilinear: smooth, and cheap at these sizes
+                );
+                &resized
+            };
+        Array3::from_shape_fn((3, self.height, self.width), |(c, y, x)| {
+            let v = image.get_pixel(x as u32, y as u32)[c] as f32 / 255.0; // [0, 1]
+            (v - self.mean[c]) / self.std[c]
+        })
+    }
+    // ANCHOR_END: to_tensor
+
+    /// Undoes the normalisation: `[3, H, W]` back to an RGB image (values clamped to `0..=255`).
+    ///
+    /// # Panics
+    /// If the tensor does not have 3 channels.
+    #[track_caller]
+    pub fn to_image(&self, tensor: &ArrayRef3<f32>) -> RgbImage {
+        let (channels, height, width) = tensor.dim();
+        assert_eq!(
+            channels,
+            3,
+            "to_image: tensor is {:?}, want [3, H, W]",
+            tensor.dim()
+        );
+        RgbImage::from_fn(width as u32, height as u32, |x, y| {
+            image::Rgb(std::array::from_fn(|c| {
+                let v = tensor[[c, y as usize, x as usize]] * self.std[c] + self.mean[c];
+                (v * 255.0).round().clamp(0.0, 255.0) as u8
+            }))
+        })
+    }
+
+    /// [`load_image`] then [`Preprocess::to_tensor`]: a file to `[3, H, W]`.
+    ///
+    /// # Errors
+    /// As [`load_image`].
+    pub fn load(&self, path: impl AsRef<Path>) -> Result<Array3<f32>, ImageError> {
+        Ok(self.to_tensor(&load_image(path)?))
+    }
+
+    /// Several files to one batch `[B, 3, H, W]`.
+    ///
+    /// # Errors
+    /// The first file's [`ImageError`], or [`ImageError::EmptyBatch`] for no paths.
+    pub fn load_batch<P: AsRef<Path>>(&self, paths: &[P]) -> Result<Array4<f32>, ImageError> {
+        let tensors = paths
+            .iter()
+            .map(|p| self.load(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        stack_images(&tensors)
+    }
+}
+
+/// Stacks `[C, H, W]` tensors into a batch `[B, C, H, W]`.
+///
+/// # Errors
+/// [`ImageError::SizeMismatch`] if the shapes differ, [`ImageError::EmptyBatch`] for none.
+pub fn stack_images(images: &[Array3<f32>]) -> Result<Array4<f32>, ImageError> {
+    let first = images.first().ok_or(ImageError::EmptyBatch)?;
+    let want = first.dim();
+    if let Some((index, image)) = images.iter().enumerate().find(|(_, im)| im.dim() != want) {
+        return Err(ImageError::SizeMismatch {
+            index,
+            got: image.dim(),
+            want,
+        });
+    }
+    let views: Vec<_> = images.iter().map(|im| im.view()).collect();
+    Ok(ndarray::stack(Axis(0), &views).unwrap()) // shapes checked above
+}
+
+// ANCHOR: save_png
+/// Writes a tensor with values in `[0, 1]` as a PNG: `[3, H, W]` as colour,
+/// `[1, H, W]` as grey. Values outside `[0, 1]` are clamped.
+///
+/// # Errors
+/// [`ImageError::BadTensor`] for another channel count, [`ImageError::Io`]
+/// if the file cannot be written.
+pub fn save_png(tensor: &ArrayRef3<f32>, path: impl AsRef<Path>) -> Result<(), ImageError> {
+    let path = path.as_ref();
+    let name = path.display().to_string();
+    let (channels, height, width) = tensor.dim();
+    let to_byte = |v: f32| (v * 255.0).round().clamp(0.0, 255.0) as u8;
+    let result = match channels {
+        3 => RgbImage::from_fn(width as u32, height as u32, |x, y| {
+            image::Rgb(std::array::from_fn(|c| {
+                to_byte(tensor[[c, y as usize, x as usize]])
+            }))
+        })
+        .save_with_format(path, ImageFormat::Png),
+        1 => image::GrayImage::from_fn(width as u32, height as u32, |x, y| {
+            image::Luma([to_byte(tensor[[0, y as usize, x as usize]])])
+        })
+        .save_with_format(path, ImageFormat::Png),
+        _ => {
+            return Err(ImageError::BadTensor {
+                path: name,
+                shape: tensor.shape().to_vec(),
+            });
+        }
+    };
+    result.map_err(|e| match e {
+        image::ImageError::IoError(source) => ImageError::Io { path: name, source },
+        other => ImageError::Decode {
+            path: name,
+            reason: other.to_string(),
+        },
+    })
+}
+// ANCHOR_END: save_png
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    /// A fresh directory under the system temp dir, unique to this test.
+    fn temp_dir(test: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("vision-images-{}-{test}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// A small RGB picture with a different value in every pixel and channel.
+    fn gradient(width: u32, height: u32) -> RgbImage {
+        RgbImage::from_fn(width, height, |x, y| {
+            image::Rgb([(x * 40) as u8, (y * 30) as u8, ((x + y) * 10) as u8])
+        })
+    }
+
+    fn encoded(image: &RgbImage, format: ImageFormat) -> Vec<u8> {
+        let mut bytes = io::Cursor::new(Vec::new());
+        image.write_to(&mut bytes, format).unwrap();
+        bytes.into_inner()
+    }
+
+    #[test]
+    fn png_round_trip_through_a_tensor() {
+        let dir = temp_dir("png_round_trip");
+        let path = dir.join("a.png");
+        let original = gradient(5, 4);
+        original.save(&path).unwrap();
+
+        let pre = Preprocess {
+            height: 4,
+            width: 5,
+            ..Preprocess::default()
+        };
+        let tensor = pre.load(&path).unwrap();
+        assert_eq!(tensor.dim(), (3, 4, 5));
+        // pixel (x = 2, y = 1), red = 80: (80/255 − 0.5)/0.5
+        assert!((tensor[[0, 1, 2]] - (80.0 / 255.0 - 0.5) / 0.5).abs() < 1e-6);
+        assert_eq!(pre.to_image(&tensor), original);
+    }
+
+    #[test]
+    fn jpeg_and_grey_images_become_rgb() {
+        let jpeg = encoded(&gradient(8, 8), ImageFormat::Jpeg);
+        assert_eq!(
+            load_image_bytes(&jpeg, "x.jpg").unwrap().dimensions(),
+            (8, 8)
+        );
+
+        let grey = image::GrayImage::from_pixel(3, 2, image::Luma([200]));
+        let mut png = io::Cursor::new(Vec::new());
+        grey.write_to(&mut png, ImageFormat::Png).unwrap();
+        let rgb = load_image_bytes(png.get_ref(), "grey.png").unwrap();
+        assert_eq!(rgb.get_pixel(2, 1), &image::Rgb([200, 200, 200]));
+    }
+
+    #[test]
+    fn resize_to_model_size() {
+        let pre = Preprocess::default();
+        let tensor = pre.to_tensor(&gradient(50, 20));
+        assert_eq!(tensor.dim(), (3, 32, 32));
+        let flat = pre.to_tensor(&RgbImage::from_pixel(7, 9, image::Rgb([255, 0, 127])));
+        assert!(
+            flat.index_axis(Axis(0), 0)
+                .iter()
+                .all(|&v| (v - 1.0).abs() < 1e-6)
+        );
+        assert!(
+            flat.index_axis(Axis(0), 1)
+                .iter()
+                .all(|&v| (v + 1.0).abs() < 1e-6)
+        );
+    }
+
+    #[test]
+    fn missing_file_is_an_io_error_naming_it() {
+        let path = temp_dir("missing").join("nope.png");
+        let err = load_image(&path).unwrap_err();
+        assert!(matches!(err, ImageError::Io { .. }), "{err:?}");
+        assert!(err.to_string().contains("nope.png"), "{err}");
+        assert!(err.source().is_some());
+    }
+
+    #[test]
+    fn corrupt_file_is_unsupported_naming_it() {
+        let path = temp_dir("corrupt").join("noise.png");
+        std::fs::write(&path, b"this is not an image at all, just text").unwrap();
+        let err = load_image(&path).unwrap_err();
+        assert!(matches!(err, ImageError::Unsupported { .. }), "{err:?}");
+        assert!(err.to_string().contains("noise.png"), "{err}");
+    }
+
+    #[test]
+    fn empty_file_is_an_error() {
+        let path = temp_dir("empty").join("empty.jpg");
+        std::fs::write(&path, b"").unwrap();
+        let err = load_image(&path).unwrap_err();
+        assert!(err.to_string().contains("empty.jpg"), "{err}");
+    }
+
+    #[test]
+    fn truncated_png_is_a_decode_error() {
+        let dir = temp_dir("truncated_png");
+        let bytes = encoded(&gradient(16, 16), ImageFormat::Png);
+        let path = dir.join("cut.png");
+        std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+        let err = load_image(&path).unwrap_err();
+        assert!(matches!(err, ImageError::Decode { .. }), "{err:?}");
+        assert!(err.to_string().contains("cut.png"), "{err}");
+    }
+
+    #[test]
+    fn corrupt_png_body_is_a_decode_error() {
+        let mut bytes = encoded(&gradient(16, 16), ImageFormat::Png);
+        let n = bytes.len();
+        for b in &mut bytes[40..n - 20] {
+            *b ^= 0x5a; // scramble everything after the header
+        }
+        let err = load_image_bytes(&bytes, "scrambled.png").unwrap_err();
+        assert!(matches!(err, ImageError::Decode { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn truncated_jpeg_is_a_decode_error() {
+        let bytes = encoded(&gradient(16, 16), ImageFormat::Jpeg);
+        let err = load_image_bytes(&bytes[..20], "cut.jpg").unwrap_err();
+        assert!(matches!(err, ImageError::Decode { .. }), "{err:?}");
+        assert!(err.to_string().contains("cut.jpg"), "{err}");
+    }
+
+    #[test]
+    fn other_formats_are_unsupported() {
+        // a valid 1×1 BMP header and pixel: a real image, in a format we do not decode
+        let mut bmp = Vec::new();
+        bmp.extend_from_slice(b"BM");
+        bmp.extend_from_slice(&58u32.to_le_bytes()); // file size
+        bmp.extend_from_slice(&[0; 4]);
+        bmp.extend_from_slice(&54u32.to_le_bytes()); // pixel data offset
+        bmp.extend_from_slice(&40u32.to_le_bytes()); // info header size
+        bmp.extend_from_slice(&1i32.to_le_bytes()); // width
+        bmp.extend_from_slice(&1i32.to_le_bytes()); // height
+        bmp.extend_from_slice(&1u16.to_le_bytes()); // planes
+        bmp.extend_from_slice(&24u16.to_le_bytes()); // bits per pixel
+        bmp.extend_from_slice(&[0; 24]);
+        bmp.extend_from_slice(&[0, 0, 255, 0]); // one red pixel, padded row
+        let err = load_image_bytes(&bmp, "photo.bmp").unwrap_err();
+        assert!(matches!(err, ImageError::Unsupported { .. }), "{err:?}");
+        assert!(err.to_string().contains("photo.bmp"), "{err}");
+        assert!(err.to_string().contains("png and jpeg"), "{err}");
+    }
+
+    #[test]
+    fn batch_of_files_and_mismatched_sizes() {
+        let dir = temp_dir("batch");
+        let (a, b) = (dir.join("a.png"), dir.join("b.png"));
+        gradient(6, 6).save(&a).unwrap();
+        gradient(3, 9).save(&b).unwrap();
+        let pre = Preprocess {
+            height: 8,
+            width: 8,
+            ..Preprocess::default()
+        };
+        assert_eq!(pre.load_batch(&[&a, &b]).unwrap().dim(), (2, 3, 8, 8));
+        let err = pre.load_batch(&[a.clone(), dir.join("c.png")]).unwrap_err();
+        assert!(err.to_string().contains("c.png"), "{err}");
+
+        let err = stack_images(&[Array3::zeros((3, 4, 4)), Array3::zeros((3, 4, 5))]).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ImageError::SizeMismatch {
+                    index: 1,
+                    got: (3, 4, 5),
+                    want: (3, 4, 4)
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(matches!(stack_images(&[]), Err(ImageError::EmptyBatch)));
+    }
+
+    #[test]
+    fn save_png_writes_grey_and_colour_and_rejects_other_shapes() {
+        let dir = temp_dir("save");
+        let grey = Array3::from_shape_fn((1, 2, 3), |(_, y, x)| (y * 3 + x) as f32 / 5.0);
+        save_png(&grey, dir.join("g.png")).unwrap();
+        let back = image::open(dir.join("g.png")).unwrap().to_luma8();
+        assert_eq!(back.get_pixel(2, 1), &image::Luma([255]));
+        assert_eq!(back.get_pixel(1, 0), &image::Luma([51]));
+
+        let colour = Array3::from_elem((3, 2, 2), 2.0); // clamped to white
+        save_png(&colour, dir.join("c.png")).unwrap();
+        assert_eq!(
+            load_image(dir.join("c.png")).unwrap().get_pixel(0, 0),
+            &image::Rgb([255; 3])
+        );
+
+        let err = save_png(&Array3::zeros((2, 2, 2)), dir.join("two.png")).unwrap_err();
+        assert!(matches!(err, ImageError::BadTensor { .. }), "{err:?}");
+        let err = save_png(&grey, dir.join("no-such-dir").join("x.png")).unwrap_err();
+        assert!(matches!(err, ImageError::Io { .. }), "{err:?}");
+    }
+}

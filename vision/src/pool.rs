@@ -1,0 +1,386 @@
+//! Pooling: summarising each window of a feature map by one number.
+//!
+//! - [`MaxPool2d`]: `out[b, c, y, x] = max over the k×k window at (y·s, x·s)`;
+//!   backward routes `dout` to the one input that won (ties: the first in
+//!   row-major order, as PyTorch does).
+//! - [`AvgPool2d`]: the window's mean; backward spreads `dout / k²` over it.
+//! - [`GlobalAvgPool`]: the mean over the whole `H × W` plane, `[B, C, H, W] → [B, C]`:
+//!   one vector per image, whatever its size.
+//!
+//! No padding (PyTorch's default); output sizes follow [`conv_output_size`]
+//! with `p = 0` (floor mode: a partial window at the edge is dropped).
+//! None of them has parameters, so their backward passes take no gradient twin.
+//! References: <https://pytorch.org/docs/stable/generated/torch.nn.MaxPool2d.html>,
+//! <https://pytorch.org/docs/stable/generated/torch.nn.AvgPool2d.html>
+
+use ndarray::{Array2, Array4, ArrayRef2, ArrayRef4, Axis, Zip, s};
+
+use crate::conv::conv_output_size;
+
+/// Max pooling over `kernel × kernel` windows, `stride` apart.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MaxPool2d {
+    /// Window side `k`.
+    pub kernel: usize,
+    /// Step between windows `s` (PyTorch's default is `s = k`: windows tile the map).
+    pub stride: usize,
+}
+
+/// What `MaxPool2d::backward` needs: where each maximum came from.
+#[derive(Debug, Clone)]
+pub struct MaxPool2dCache {
+    argmax: Array4<(usize, usize)>, // [B, C, H_out, W_out]: (iy, ix) of the winner
+    input: (usize, usize, usize, usize),
+}
+
+impl MaxPool2d {
+    /// Non-overlapping `k × k` windows (`stride = kernel`).
+    pub fn new(kernel: usize) -> Self {
+        MaxPool2d {
+            kernel,
+            stride: kernel,
+        }
+    }
+
+    // ANCHOR: maxpool_forward
+    /// # Shapes
+    /// - `x: [B, C, H, W]` → `out: [B, C, H_out, W_out]`, `H_out = ⌊(H − k)/s⌋ + 1`
+    ///
+    /// # Panics
+    /// If the window is larger than the map or the stride is zero.
+    #[track_caller]
+    pub fn forward(&self, x: &ArrayRef4<f32>) -> (Array4<f32>, MaxPool2dCache) {
+        let (batch, channels, height, width) = x.dim();
+        let (k, s) = (self.kernel, self.stride);
+        let h_out = conv_output_size(height, k, s, 0);
+        let w_out = conv_output_size(width, k, s, 0);
+        let mut out = Array4::zeros((batch, channels, h_out, w_out));
+        let mut argmax = Array4::from_elem(out.dim(), (0, 0));
+        for ((b, c, oy, ox), o) in out.indexed_iter_mut() {
+            let mut best = (f32::NEG_INFINITY, (oy * s, ox * s)); // any real value beats −∞
+            for iy in oy * s..oy * s + k {
+                for ix in ox * s..ox * s + k {
+                    let v = x[[b, c, iy, ix]];
+                    if v > best.0 || v.is_nan() && !best.0.is_nan() {
+                        best = (v, (iy, ix)); // subtle: NaN wins, so it propagates as in PyTorch
+                    }
+                }
+            }
+            *o = best.0;
+            argmax[[b, c, oy, ox]] = best.1;
+        }
+        let input = x.dim();
+        (out, MaxPool2dCache { argmax, input })
+    }
+    // ANCHOR_END: maxpool_forward
+
+    // ANCHOR: maxpool_backward
+    /// # Shapes
+    /// - `dout: [B, C, H_out, W_out]` → `dx: [B, C, H, W]`
+    ///
+    /// # Panics
+    /// If `dout` is not the forward output's shape.
+    #[track_caller]
+    pub fn backward(&self, dout: &ArrayRef4<f32>, cache: &MaxPool2dCache) -> Array4<f32> {
+        assert_eq!(
+            dout.dim(),
+            cache.argmax.dim(),
+            "maxpool backward: dout is {:?}, out was {:?}",
+            dout.dim(),
+            cache.argmax.dim()
+        );
+        let mut dx = Array4::zeros(cache.input);
+        for ((b, c, oy, ox), &(iy, ix)) in cache.argmax.indexed_iter() {
+            // in the forward pass this was:
+            //   out[b, c, oy, ox] = x[b, c, iy, ix]   (the winner of the window)
+            // so now we have (+=: overlapping windows may share a winner):
+            dx[[b, c, iy, ix]] += dout[[b, c, oy, ox]];
+        }
+        dx
+    }
+    // ANCHOR_END: maxpool_backward
+}
+
+/// Average pooling over `kernel × kernel` windows, `stride` apart.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AvgPool2d {
+    /// Window side `k`.
+    pub kernel: usize,
+    /// Step between windows `s`.
+    pub stride: usize,
+}
+
+/// What `AvgPool2d::backward` needs: the input shape.
+#[derive(Debug, Clone)]
+pub struct AvgPool2dCache {
+    input: (usize, usize, usize, usize),
+}
+
+impl AvgPool2d {
+    /// Non-overlapping `k × k` windows (`stride = kernel`).
+    pub fn new(kernel: usize) -> Self {
+        AvgPool2d {
+            kernel,
+            stride: kernel,
+        }
+    }
+
+    // ANCHOR: avgpool
+    /// # Shapes
+    /// - `x: [B, C, H, W]` → `out: [B, C, H_out, W_out]`, `H_out = ⌊(H − k)/s⌋ + 1`
+    ///
+    /// # Panics
+    /// If the window is larger than the map or the stride is zero.
+    #[track_caller]
+    pub fn forward(&self, x: &ArrayRef4<f32>) -> (Array4<f32>, AvgPool2dCache) {
+        let (batch, channels, height, width) = x.dim();
+        let (k, s) = (self.kernel, self.stride);
+        let h_out = conv_output_size(height, k, s, 0);
+        let w_out = conv_output_size(width, k, s, 0);
+        let scale = 1.0 / (k * k) as f32;
+        let out = Array4::from_shape_fn((batch, channels, h_out, w_out), |(b, c, oy, ox)| {
+            let window = x.slice(s![b, c, oy * s..oy * s + k, ox * s..ox * s + k]); // [k, k]
+            window.sum() * scale
+        });
+        let input = x.dim();
+        (out, AvgPool2dCache { input })
+    }
+
+    /// # Shapes
+    /// - `dout: [B, C, H_out, W_out]` → `dx: [B, C, H, W]`
+    ///
+    /// # Panics
+    /// If `dout` is not the forward output's shape.
+    #[track_caller]
+    pub fn backward(&self, dout: &ArrayRef4<f32>, cache: &AvgPool2dCache) -> Array4<f32> {
+        let (batch, channels, height, width) = cache.input;
+        let (k, s) = (self.kernel, self.stride);
+        let want = (
+            batch,
+            channels,
+            conv_output_size(height, k, s, 0),
+            conv_output_size(width, k, s, 0),
+        );
+        assert_eq!(
+            dout.dim(),
+            want,
+            "avgpool backward: dout is {:?}, out was {want:?}",
+            dout.dim()
+        );
+        let scale = 1.0 / (k * k) as f32;
+        let mut dx = Array4::zeros(cache.input);
+        for ((b, c, oy, ox), &d) in dout.indexed_iter() {
+            // in the forward pass this was:
+            //   out[b, c, oy, ox] = Σ_window x / k²
+            // so every pixel of the window gets dout / k²:
+            let mut window = dx.slice_mut(s![b, c, oy * s..oy * s + k, ox * s..ox * s + k]);
+            window += d * scale;
+        }
+        dx
+    }
+    // ANCHOR_END: avgpool
+}
+
+/// The mean over all positions: `[B, C, H, W] → [B, C]`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct GlobalAvgPool;
+
+/// What `GlobalAvgPool::backward` needs: the plane size `(H, W)`.
+#[derive(Debug, Clone)]
+pub struct GlobalAvgPoolCache {
+    plane: (usize, usize),
+}
+
+impl GlobalAvgPool {
+    // ANCHOR: global_avgpool
+    /// # Shapes
+    /// - `x: [B, C, H, W]` → `out: [B, C]`
+    pub fn forward(&self, x: &ArrayRef4<f32>) -> (Array2<f32>, GlobalAvgPoolCache) {
+        let (_, _, height, width) = x.dim();
+        let out = x.sum_axis(Axis(3)).sum_axis(Axis(2)) / (height * width) as f32; // [B, C]
+        (
+            out,
+            GlobalAvgPoolCache {
+                plane: (height, width),
+            },
+        )
+    }
+
+    /// # Shapes
+    /// - `dout: [B, C]` → `dx: [B, C, H, W]`
+    pub fn backward(&self, dout: &ArrayRef2<f32>, cache: &GlobalAvgPoolCache) -> Array4<f32> {
+        let (batch, channels) = dout.dim();
+        let (height, width) = cache.plane;
+        let scale = 1.0 / (height * width) as f32;
+        // in the forward pass this was:
+        //   out[b, c] = Σ_{y, x} x[b, c, y, x] / (H·W)
+        // so every position gets dout[b, c] / (H·W):
+        let mut dx = Array4::zeros((batch, channels, height, width));
+        Zip::from(dx.outer_iter_mut())
+            .and(dout.outer_iter())
+            .for_each(|mut dx_b, dout_b| {
+                dx_b += &dout_b
+                    .mapv(|d| d * scale)
+                    .into_shape_with_order((channels, 1, 1))
+                    .unwrap(); // [C, 1, 1], broadcast
+            });
+        dx
+    }
+    // ANCHOR_END: global_avgpool
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use embedding::init;
+    use embedding::testing::{GradCheck, WithInputs, fakeloss};
+    use ndarray::{Ix4, array};
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    /// The module half of a gradient-check state for an op without parameters.
+    #[derive(Debug, Clone)]
+    struct NoParams;
+
+    impl embedding::Params for NoParams {
+        fn params(&self) -> Vec<(String, ndarray::ArrayViewD<'_, f32>)> {
+            Vec::new()
+        }
+        fn params_mut(&mut self) -> Vec<(String, ndarray::ArrayViewMutD<'_, f32>)> {
+            Vec::new()
+        }
+    }
+
+    /// Finite-difference check of a parameter-free 4-D op.
+    fn gradcheck_op<C>(
+        x: Array4<f32>,
+        forward: impl Fn(&ArrayRef4<f32>) -> (Array4<f32>, C),
+        backward: impl Fn(&ArrayRef4<f32>, &C) -> Array4<f32>,
+    ) {
+        let (out, cache) = forward(&x);
+        let dout: Array4<f32> = init::normal(out.dim(), 1.0, &mut StdRng::seed_from_u64(7));
+        let dx = backward(&dout, &cache);
+        let analytic = WithInputs::new(NoParams, vec![("x", dx)]);
+        let mut state = WithInputs::new(NoParams, vec![("x", x)]);
+        GradCheck::default()
+            .run(&mut state, &analytic, |s| {
+                fakeloss(&forward(&s.input::<Ix4>(0)).0, &dout)
+            })
+            .into_result()
+            .unwrap();
+    }
+
+    /// Distinct values far apart, so a step of h = 1e-3 never changes a window's winner.
+    fn spread_input(dim: (usize, usize, usize, usize), seed: u64) -> Array4<f32> {
+        let n = dim.0 * dim.1 * dim.2 * dim.3;
+        let mut values: Vec<f32> = (0..n).map(|i| i as f32 * 0.1 - 1.0).collect();
+        // a seeded shuffle (Fisher–Yates with a small LCG), so winners sit anywhere in the window
+        let mut state = seed;
+        for i in (1..n).rev() {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            values.swap(i, (state >> 33) as usize % (i + 1));
+        }
+        Array4::from_shape_vec(dim, values).unwrap()
+    }
+
+    #[test]
+    fn maxpool_by_hand() {
+        let x = array![[[
+            [1.0, 5.0, 2.0, 0.0],
+            [3.0, 4.0, 8.0, 1.0],
+            [0.0, 0.0, 1.0, 1.0],
+            [9.0, 0.0, 1.0, 1.0]
+        ]]];
+        let pool = MaxPool2d::new(2);
+        let (out, cache) = pool.forward(&x);
+        assert_eq!(out, array![[[[5.0, 8.0], [9.0, 1.0]]]]);
+        let dx = pool.backward(&array![[[[1.0, 2.0], [3.0, 4.0]]]], &cache);
+        // ties (the four ones) go to the first in row-major order
+        let want = array![[[
+            [0.0, 1.0, 0.0, 0.0],
+            [0.0, 0.0, 2.0, 0.0],
+            [0.0, 0.0, 4.0, 0.0],
+            [3.0, 0.0, 0.0, 0.0]
+        ]]];
+        assert_eq!(dx, want);
+    }
+
+    #[test]
+    fn maxpool_gradcheck() {
+        let pool = MaxPool2d::new(2);
+        gradcheck_op(
+            spread_input((2, 2, 4, 6), 1),
+            |x| pool.forward(x),
+            |d, c| pool.backward(d, c),
+        );
+    }
+
+    #[test]
+    fn maxpool_overlapping_windows_gradcheck() {
+        let pool = MaxPool2d {
+            kernel: 3,
+            stride: 2,
+        };
+        gradcheck_op(
+            spread_input((1, 2, 7, 5), 2),
+            |x| pool.forward(x),
+            |d, c| pool.backward(d, c),
+        );
+    }
+
+    #[test]
+    fn avgpool_by_hand_and_gradcheck() {
+        let pool = AvgPool2d::new(2);
+        let x = array![[[[1.0, 3.0], [5.0, 7.0]]]];
+        assert_eq!(pool.forward(&x).0, array![[[[4.0]]]]);
+        gradcheck_op(
+            spread_input((2, 1, 5, 4), 3),
+            |x| pool.forward(x),
+            |d, c| pool.backward(d, c),
+        );
+        let overlapping = AvgPool2d {
+            kernel: 3,
+            stride: 1,
+        };
+        gradcheck_op(
+            spread_input((1, 2, 4, 5), 4),
+            |x| overlapping.forward(x),
+            |d, c| overlapping.backward(d, c),
+        );
+    }
+
+    #[test]
+    fn global_avgpool_by_hand_and_gradcheck() {
+        let x = array![[[[1.0, 3.0], [5.0, 7.0]], [[0.0, 0.0], [0.0, 8.0]]]];
+        assert_eq!(GlobalAvgPool.forward(&x).0, array![[4.0, 2.0]]);
+
+        let x = spread_input((2, 3, 2, 3), 5);
+        let (_, cache) = GlobalAvgPool.forward(&x);
+        let dout: Array2<f32> = init::normal((2, 3), 1.0, &mut StdRng::seed_from_u64(8));
+        let dx = GlobalAvgPool.backward(&dout, &cache);
+        let analytic = WithInputs::new(NoParams, vec![("x", dx)]);
+        let mut state = WithInputs::new(NoParams, vec![("x", x)]);
+        GradCheck::default()
+            .run(&mut state, &analytic, |s| {
+                fakeloss(&GlobalAvgPool.forward(&s.input::<Ix4>(0)).0, &dout)
+            })
+            .into_result()
+            .unwrap();
+    }
+
+    #[test]
+    fn maxpool_floor_mode_drops_partial_windows() {
+        let (out, _) = MaxPool2d::new(2).forward(&Array4::zeros((1, 1, 5, 7)));
+        assert_eq!(out.dim(), (1, 1, 2, 3));
+    }
+
+    #[test]
+    #[should_panic(expected = "maxpool backward: dout is (1, 1, 1, 1), out was (1, 1, 2, 2)")]
+    fn maxpool_wrong_dout_panics() {
+        let pool = MaxPool2d::new(2);
+        let (_, cache) = pool.forward(&Array4::zeros((1, 1, 4, 4)));
+        let _ = pool.backward(&Array4::zeros((1, 1, 1, 1)), &cache);
+    }
+}
