@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Regenerates every figure and table under book/src/generated/ that a program
+# writes. Each line runs one deterministic example (seeded, no timings, no
+# dates, no absolute paths), so CI can run this and then require that
+# book/src/generated/ is unchanged. Add one line per generator, in book order.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+cargo run --release -p attention --example attention_figures
