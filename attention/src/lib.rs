@@ -88,7 +88,9 @@ pub use heads::{merge_heads, split_heads};
 pub use kv_cache::KvCache;
 pub use layer_norm::{LayerNorm, LayerNormCache, LayerNormConfig};
 pub use mask::Mask;
-pub use mlp::{Gelu, GeluCache, Mlp, MlpCache, MlpConfig, erf, gelu, gelu_grad};
+pub use mlp::{
+    Gelu, GeluCache, Mlp, MlpCache, MlpConfig, erf, gelu, gelu_backward, gelu_forward, gelu_grad,
+};
 pub use multi_head::{MultiHeadAttention, MultiHeadAttentionCache, MultiHeadAttentionConfig};
 pub use softmax::{softmax, softmax_backward, softmax_row, softmax_row_backward};
 pub use tiled::{Tile, tiled_attention_forward};

@@ -61,37 +61,53 @@ pub struct GeluCache {
     x: Array3<f32>, // [B, T, C]
 }
 
+/// GELU of every element.
+///
+/// # Shapes
+/// - `x: [B, T, C]` → `out: [B, T, C]`
+pub fn gelu_forward(x: &ArrayRef3<f32>) -> Array3<f32> {
+    // element-wise and independent: threads pay at the block's 1M elements
+    Zip::from(x).par_map_collect(|&x| gelu(x))
+}
+
+/// Backward of [`gelu_forward`] from its input `x`: `dx = dout ⊙ gelu'(x)`.
+///
+/// # Shapes
+/// - `dout, x: [B, T, C]` → `dx: [B, T, C]`
+///
+/// # Panics
+/// If the shapes differ.
+#[track_caller]
+pub fn gelu_backward(dout: &ArrayRef3<f32>, x: &ArrayRef3<f32>) -> Array3<f32> {
+    assert_eq!(
+        dout.dim(),
+        x.dim(),
+        "gelu backward: dout is {:?}, x is {:?}",
+        dout.dim(),
+        x.dim()
+    );
+    // in the forward pass this was:
+    //   out = gelu(x)
+    // so now we have:
+    Zip::from(dout)
+        .and(x)
+        .par_map_collect(|&d, &x| d * gelu_grad(x))
+}
+
 impl Layer for Gelu {
     type Cache = GeluCache;
 
     /// # Shapes
     /// - `x: [B, T, C]` → `out: [B, T, C]`
     fn forward(&self, x: &ArrayRef3<f32>) -> (Array3<f32>, GeluCache) {
-        // element-wise and independent: threads pay at the block's 1M elements
-        let out = Zip::from(x).par_map_collect(|&x| gelu(x));
-        (out, GeluCache { x: x.to_owned() })
+        (gelu_forward(x), GeluCache { x: x.to_owned() })
     }
 
     /// # Shapes
     /// - `dout: [B, T, C]` → `dx: [B, T, C]`
     #[track_caller]
     fn backward(&self, dout: &ArrayRef3<f32>, cache: &GeluCache, _: &mut Gelu) -> Array3<f32> {
-        assert_eq!(
-            dout.dim(),
-            cache.x.dim(),
-            "gelu backward: dout is {:?}, cached x is {:?}",
-            dout.dim(),
-            cache.x.dim()
-        );
-        // in the forward pass this was:
-        //   out = gelu(x)
-        // so now we have:
-        let mut dx = Array3::<f32>::zeros(dout.raw_dim());
-        Zip::from(&mut dx)
-            .and(dout)
-            .and(&cache.x)
-            .par_for_each(|dx, &d, &x| *dx = d * gelu_grad(x));
-        dx
+        gelu_backward(dout, &cache.x)
     }
 }
 
@@ -118,7 +134,7 @@ pub struct Mlp {
 #[derive(Debug, Clone)]
 pub struct MlpCache {
     fc: LinearCache,   // x: [B*T, C]
-    gelu: GeluCache,   // h = fc(x): [B, T, hidden]
+    h: Array3<f32>,    // GELU's input h = fc(x): [B, T, hidden], moved here, not copied
     proj: LinearCache, // gelu(h): [B*T, hidden]
 }
 // ANCHOR_END: mlp_struct
@@ -163,9 +179,9 @@ impl Layer for Mlp {
     #[track_caller]
     fn forward(&self, x: &ArrayRef3<f32>) -> (Array3<f32>, MlpCache) {
         let (h, fc) = self.fc.forward(x); // [B, T, hidden]
-        let (a, gelu) = Gelu.forward(&h); // [B, T, hidden]
+        let a = gelu_forward(&h); // [B, T, hidden]
         let (out, proj) = self.proj.forward(&a); // [B, T, C]
-        (out, MlpCache { fc, gelu, proj })
+        (out, MlpCache { fc, h, proj })
     }
     // ANCHOR_END: mlp_forward
 
@@ -174,7 +190,7 @@ impl Layer for Mlp {
     /// - `dout: [B, T, C]` → `dx: [B, T, C]`
     fn backward(&self, dout: &ArrayRef3<f32>, cache: &MlpCache, grads: &mut Mlp) -> Array3<f32> {
         let da = self.proj.backward(dout, &cache.proj, &mut grads.proj); // [B, T, hidden]
-        let dh = Gelu.backward(&da, &cache.gelu, &mut Gelu); // [B, T, hidden]
+        let dh = gelu_backward(&da, &cache.h); // [B, T, hidden]
         self.fc.backward(&dh, &cache.fc, &mut grads.fc) // [B, T, C]
     }
     // ANCHOR_END: mlp_backward
