@@ -76,7 +76,7 @@ fn memory_table() -> String {
     let (batch, n_head, head_dim) = (1usize, 4usize, 64usize);
     let tile = Tile::default();
     let mut md = format!(
-        "| T | plain: scores `[B, H, T, T]` | tiled: one `[{}, {}]` tile + `m`, `l` per worker | output `[B, H, T, D]` (both) |\n| ---: | ---: | ---: | ---: |\n",
+        "| T | plain: scores `[B, H, T, T]` | tiled: one tile (at most `[{}, {}]`) + `m`, `l` per worker | output `[B, H, T, D]` (both) |\n| ---: | ---: | ---: | ---: |\n",
         tile.q, tile.kv
     );
     for seq in [64usize, 256, 1024, 4096] {
@@ -86,7 +86,7 @@ fn memory_table() -> String {
             md,
             "| {seq} | {} | {} | {} |",
             human(scores),
-            human(tile.scratch_bytes()),
+            human(tile.scratch_bytes(seq, seq)),
             human(output)
         )
         .unwrap();
