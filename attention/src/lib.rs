@@ -111,7 +111,7 @@ pub use mlp::{
 };
 pub use multi_head::{MultiHeadAttention, MultiHeadAttentionCache, MultiHeadAttentionConfig};
 pub use softmax::{softmax, softmax_backward, softmax_row, softmax_row_backward};
-pub use tiled::{Tile, tiled_attention_forward};
+pub use tiled::{Tile, exp_nonpositive, tiled_attention_forward};
 
 /// The gradient-check settings of this crate's tests.
 ///
