@@ -9,10 +9,17 @@
 //!
 //! - [`safetensors`]: the file format, read and written by hand;
 //! - [`weights`]: saving any [`embedding::Params`] module under its
-//!   PyTorch-style names, and loading with every name and shape checked.
+//!   PyTorch-style names, and loading with every name and shape checked;
+//! - [`generate`]: decoding strategies (greedy, temperature and top-k
+//!   sampling, beam search) over any model that predicts the next token.
 
+pub mod generate;
 pub mod safetensors;
 pub mod weights;
 
+pub use generate::{
+    Beam, Bigram, Generated, GenerationConfig, NextToken, Sampling, Strategy, beam_search, greedy,
+    sample, sequence_log_prob,
+};
 pub use safetensors::{FormatError, Tensors};
 pub use weights::{MismatchReport, WeightsError, load_weights, save_weights, write_atomic};
