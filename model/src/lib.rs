@@ -11,11 +11,14 @@
 //! - [`weights`]: saving any [`embedding::Params`] module under its
 //!   PyTorch-style names, and loading with every name and shape checked;
 //! - [`generate`]: decoding strategies (greedy, temperature and top-k
-//!   sampling, beam search) over any model that predicts the next token.
+//!   sampling, beam search) over any model that predicts the next token;
+//! - [`zero_shot`]: zero-shot classification with prompt ensembling, and
+//!   retrieval ranking with recall@k.
 
 pub mod generate;
 pub mod safetensors;
 pub mod weights;
+pub mod zero_shot;
 
 pub use generate::{
     Beam, Bigram, Generated, GenerationConfig, NextToken, Sampling, Strategy, beam_search, greedy,
@@ -23,3 +26,7 @@ pub use generate::{
 };
 pub use safetensors::{FormatError, Tensors};
 pub use weights::{MismatchReport, WeightsError, load_weights, save_weights, write_atomic};
+pub use zero_shot::{
+    PROMPT_TEMPLATES, Ranked, average_prompts, fill_template, l2_normalize_rows, prompts,
+    recall_at_k, similarity, top_k, zero_shot_probs,
+};
