@@ -5,8 +5,9 @@
 //! reads the image through cross-attention and writes its caption (the CoCa
 //! layout).
 //!
-//! This crate is being built up; so far it holds the checkpoint format:
-//!
+//! - [`config`]: [`ModelConfig`], one nested config per part (text,
+//!   image, decoder, shared space), `tiny` and `micro` presets, and
+//!   [`ModelConfig::validate`] turning an impossible shape into a [`ConfigError`];
 //! - [`safetensors`]: the file format, read and written by hand;
 //! - [`weights`]: saving any [`embedding::Params`] module under its
 //!   PyTorch-style names, and loading with every name and shape checked;
@@ -15,11 +16,15 @@
 //! - [`zero_shot`]: zero-shot classification with prompt ensembling, and
 //!   retrieval ranking with recall@k.
 
+pub mod config;
 pub mod generate;
 pub mod safetensors;
 pub mod weights;
 pub mod zero_shot;
 
+pub use config::{
+    ConfigError, DecoderConfig, Head, ImageConfig, ModelConfig, SpecialTokens, TextConfig,
+};
 pub use generate::{
     Beam, Bigram, Generated, GenerationConfig, NextToken, Sampling, Strategy, beam_search, greedy,
     sample, sequence_log_prob,
