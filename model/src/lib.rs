@@ -14,14 +14,21 @@
 //! - [`generate`]: decoding strategies (greedy, temperature and top-k
 //!   sampling, beam search) over any model that predicts the next token;
 //! - [`zero_shot`]: zero-shot classification with prompt ensembling, and
-//!   retrieval ranking with recall@k.
+//!   retrieval ranking with recall@k;
+//! - [`checkpoint`]: a folder with the weights, the config (a versioned
+//!   `key = value` text format) and the tokenizer, checked on load.
 
+pub mod checkpoint;
 pub mod config;
 pub mod generate;
 pub mod safetensors;
 pub mod weights;
 pub mod zero_shot;
 
+pub use checkpoint::{
+    CONFIG_FORMAT, CheckpointError, ConfigSyntaxError, WEIGHTS_VERSION, config_from_text,
+    config_to_text, load_config, save_config,
+};
 pub use config::{
     ConfigError, DecoderConfig, Head, ImageConfig, ModelConfig, SpecialTokens, TextConfig,
 };
