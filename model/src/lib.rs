@@ -20,8 +20,13 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod decoder;
 pub mod generate;
+pub mod heads;
+pub mod image_encoder;
+pub mod model;
 pub mod safetensors;
+pub mod text_encoder;
 pub mod weights;
 pub mod zero_shot;
 
@@ -32,13 +37,36 @@ pub use checkpoint::{
 pub use config::{
     ConfigError, DecoderConfig, Head, ImageConfig, ModelConfig, SpecialTokens, TextConfig,
 };
+pub use decoder::{Decoder, DecoderCache, DecoderState};
 pub use generate::{
     Beam, Bigram, Generated, GenerationConfig, NextToken, Sampling, Strategy, beam_search, greedy,
     sample, sequence_log_prob,
 };
+pub use heads::{L2_EPS, l2_normalize, l2_normalize_backward, projection};
+pub use image_encoder::{ImageEncoder, ImageEncoderCache, ImageOutput};
+pub use model::{Model, ModelCache, ModelOutput, ModelOutputGrads};
 pub use safetensors::{FormatError, Tensors};
+pub use text_encoder::{TextEncoder, TextEncoderCache};
 pub use weights::{MismatchReport, WeightsError, load_weights, save_weights, write_atomic};
 pub use zero_shot::{
     PROMPT_TEMPLATES, Ranked, average_prompts, fill_template, l2_normalize_rows, prompts,
     recall_at_k, similarity, top_k, zero_shot_probs,
 };
+
+/// The gradient-check settings of this crate's tests.
+///
+/// A step `h = 1e-2` (as the attention crate uses): the losses here sum many
+/// f32 logits through softmaxes and LayerNorms, so they carry rounding noise
+/// near `1e-6` of their size, which a central difference over `2h` turns
+/// into a few `1e-4` of noise in the slope (seen on key biases, whose true
+/// gradient is exactly zero). `atol = 1e-3` sits above that noise; `rtol`
+/// stays at 1 %, so any dropped term or wrong factor on a real gradient
+/// still fails.
+#[cfg(test)]
+pub(crate) fn gradcheck() -> embedding::testing::GradCheck {
+    embedding::testing::GradCheck {
+        step: 1e-2,
+        atol: 1e-3,
+        ..Default::default()
+    }
+}
