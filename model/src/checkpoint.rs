@@ -38,8 +38,12 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use attention::BlockConfig;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use tokenizer::Tokenizer;
 use vision::{CnnConfig, VitConfig};
 
+use crate::Model;
 use crate::config::{
     ConfigError, DecoderConfig, Head, ImageConfig, ModelConfig, SpecialTokens, TextConfig,
 };
@@ -485,6 +489,140 @@ pub fn save_config(path: &Path, config: &ModelConfig) -> Result<(), CheckpointEr
     })
 }
 
+/// The file names inside a checkpoint folder.
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+/// See [`WEIGHTS_FILE`].
+pub const CONFIG_FILE: &str = "config.txt";
+/// See [`WEIGHTS_FILE`].
+pub const TOKENIZER_FILE: &str = "tokenizer.txt";
+
+/// A model with the tokenizer that numbers its vocabulary: what a checkpoint
+/// folder holds. The config is `model.config()`.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    pub model: Model,
+    pub tokenizer: Tokenizer,
+}
+
+// ANCHOR: save_checkpoint
+/// Saves `model` and `tokenizer` into the folder `dir` (created if needed):
+/// `model.safetensors`, `config.txt`, `tokenizer.txt`, each atomically.
+///
+/// # Errors
+/// [`CheckpointError::VocabMismatch`] or
+/// [`CheckpointError::SpecialTokenMismatch`] if the tokenizer does not
+/// belong to the model (nothing is written then), [`CheckpointError::Io`] or
+/// [`CheckpointError::Weights`] if a file cannot be written.
+pub fn save_checkpoint(
+    dir: &Path,
+    model: &Model,
+    tokenizer: &Tokenizer,
+) -> Result<(), CheckpointError> {
+    let config = model.config();
+    check_tokenizer(&dir.join(TOKENIZER_FILE), tokenizer, config)?;
+    std::fs::create_dir_all(dir).map_err(|source| CheckpointError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let metadata = BTreeMap::from([
+        ("format".to_string(), "model-checkpoint".to_string()),
+        ("format_version".to_string(), WEIGHTS_VERSION.to_string()),
+    ]);
+    crate::save_weights(&dir.join(WEIGHTS_FILE), model, &metadata)
+        .map_err(|source| CheckpointError::Weights { source })?;
+    save_config(&dir.join(CONFIG_FILE), config)?;
+    let path = dir.join(TOKENIZER_FILE);
+    crate::write_atomic(&path, tokenizer.to_text().as_bytes())
+        .map_err(|source| CheckpointError::Io { path, source })
+}
+// ANCHOR_END: save_checkpoint
+
+// ANCHOR: load_checkpoint
+/// Loads a folder written by [`save_checkpoint`], checking everything before
+/// the model is returned.
+///
+/// The order of the checks: all three files exist; the config parses and
+/// validates; the tokenizer parses and agrees with the config (vocabulary
+/// size and special token IDs); the weights file is readable, complete, of
+/// a known format version, and holds exactly the tensors, with exactly the
+/// shapes, of the model the config describes.
+///
+/// # Errors
+/// The first problem found, as a [`CheckpointError`] naming the file.
+pub fn load_checkpoint(dir: &Path) -> Result<Checkpoint, CheckpointError> {
+    let (weights_path, config_path, tokenizer_path) = (
+        dir.join(WEIGHTS_FILE),
+        dir.join(CONFIG_FILE),
+        dir.join(TOKENIZER_FILE),
+    );
+    // 1. every file is there (report a missing one before any other problem)
+    for path in [&weights_path, &config_path, &tokenizer_path] {
+        if !path.is_file() {
+            return Err(CheckpointError::MissingFile { path: path.clone() });
+        }
+    }
+    // 2. the config: parsed, validated
+    let config = load_config(&config_path)?;
+    // 3. the tokenizer, and that it numbers the config's vocabulary
+    let tokenizer = Tokenizer::from_text(&read_text(&tokenizer_path)?).map_err(|source| {
+        CheckpointError::Tokenizer {
+            path: tokenizer_path.clone(),
+            source,
+        }
+    })?;
+    check_tokenizer(&tokenizer_path, &tokenizer, &config)?;
+    // 4. the weights: a model of the config's shape, every tensor checked
+    let mut model = config
+        .init(&mut StdRng::seed_from_u64(0)) // every weight is overwritten below
+        .map_err(|source| CheckpointError::ConfigInvalid {
+            path: config_path.clone(),
+            source,
+        })?;
+    let metadata = crate::load_weights(&weights_path, &mut model)
+        .map_err(|source| CheckpointError::Weights { source })?;
+    let version = metadata.get("format_version");
+    if version.map(String::as_str) != Some(WEIGHTS_VERSION) {
+        return Err(CheckpointError::WeightsVersion {
+            path: weights_path,
+            found: version.cloned(),
+        });
+    }
+    Ok(Checkpoint { model, tokenizer })
+}
+// ANCHOR_END: load_checkpoint
+
+/// The tokenizer's vocabulary size and special tokens against the config's.
+fn check_tokenizer(
+    path: &Path,
+    tokenizer: &Tokenizer,
+    config: &ModelConfig,
+) -> Result<(), CheckpointError> {
+    if tokenizer.vocab_size() != config.vocab {
+        return Err(CheckpointError::VocabMismatch {
+            path: path.to_path_buf(),
+            tokenizer: tokenizer.vocab_size(),
+            config: config.vocab,
+        });
+    }
+    let SpecialTokens { bos, eos, pad } = config.special;
+    for (token, id) in [
+        (tokenizer::BOS, bos),
+        (tokenizer::EOS, eos),
+        (tokenizer::PAD, pad),
+    ] {
+        let found = tokenizer.special_id(token);
+        if found != Some(id) {
+            return Err(CheckpointError::SpecialTokenMismatch {
+                path: path.to_path_buf(),
+                token,
+                tokenizer: found,
+                config: id,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// A file's text, with a missing file told apart from other I/O errors.
 fn read_text(path: &Path) -> Result<String, CheckpointError> {
     match std::fs::read(path) {
@@ -595,5 +733,232 @@ mod tests {
             load_config(&path),
             Err(CheckpointError::MissingFile { .. })
         ));
+    }
+
+    // --- whole checkpoints -------------------------------------------------
+
+    use crate::WeightsError;
+
+    /// A tokenizer of 263 tokens whose last three are bos, eos, pad, and a
+    /// micro model with random weights over its vocabulary.
+    fn micro_pair() -> (Model, Tokenizer) {
+        let tokenizer = Tokenizer::train_lines(["a red circle", "a blue square"], 260)
+            .unwrap()
+            .with_special_tokens(&[tokenizer::BOS, tokenizer::EOS, tokenizer::PAD])
+            .unwrap();
+        let config = ModelConfig::micro(tokenizer.vocab_size());
+        (
+            config.init(&mut StdRng::seed_from_u64(1)).unwrap(),
+            tokenizer,
+        )
+    }
+
+    /// A fresh folder with a saved micro checkpoint; removed on drop.
+    struct Folder(PathBuf);
+
+    impl Folder {
+        fn saved(name: &str) -> (Folder, Model, Tokenizer) {
+            let dir =
+                std::env::temp_dir().join(format!("model-ckpt-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            let (model, tokenizer) = micro_pair();
+            save_checkpoint(&dir, &model, &tokenizer).unwrap();
+            (Folder(dir), model, tokenizer)
+        }
+        fn file(&self, name: &str) -> PathBuf {
+            self.0.join(name)
+        }
+    }
+
+    impl Drop for Folder {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// The error of loading, which must name `file`.
+    fn load_error(folder: &Folder, file: &str) -> CheckpointError {
+        let e = load_checkpoint(&folder.0).unwrap_err();
+        assert!(e.to_string().contains(file), "{file} not named in: {e}");
+        e
+    }
+
+    #[test]
+    fn save_then_load_gives_the_same_model_and_outputs() {
+        let (folder, model, tokenizer) = Folder::saved("roundtrip");
+        let loaded = load_checkpoint(&folder.0).unwrap();
+        assert_eq!(loaded.tokenizer, tokenizer);
+        assert_eq!(loaded.model.config(), model.config());
+        assert!(
+            loaded.model == model,
+            "every parameter round-trips bit for bit"
+        );
+        // and so do the outputs
+        let images = ndarray::Array4::from_shape_fn((2, 3, 8, 8), |(b, c, h, w)| {
+            ((b * 7 + c * 5 + h * 3 + w) % 11) as f32 / 11.0 - 0.5
+        });
+        let (tokens, embeds) = model.encode_images(&images);
+        let (tokens2, embeds2) = loaded.model.encode_images(&images);
+        assert_eq!((tokens, embeds), (tokens2, embeds2));
+        let ids = ndarray::array![[260u32, 97, 32, 261]];
+        assert_eq!(
+            model.encode_texts(&ids, &[4]),
+            loaded.model.encode_texts(&ids, &[4])
+        );
+        // the weights file carries its format version
+        let metadata = crate::load_weights(&folder.file(WEIGHTS_FILE), &mut model.clone()).unwrap();
+        assert_eq!(metadata["format_version"], WEIGHTS_VERSION);
+        // and saving again over an existing checkpoint works (atomic renames)
+        save_checkpoint(&folder.0, &loaded.model, &loaded.tokenizer).unwrap();
+        assert!(load_checkpoint(&folder.0).unwrap().model == model);
+    }
+
+    #[test]
+    fn a_missing_file_is_named() {
+        for file in [WEIGHTS_FILE, CONFIG_FILE, TOKENIZER_FILE] {
+            let (folder, _, _) = Folder::saved(&format!("missing-{file}"));
+            std::fs::remove_file(folder.file(file)).unwrap();
+            let e = load_error(&folder, file);
+            assert!(matches!(e, CheckpointError::MissingFile { .. }), "{e}");
+        }
+    }
+
+    #[test]
+    fn truncated_or_corrupt_weights_are_errors() {
+        let (folder, _, _) = Folder::saved("corrupt");
+        let path = folder.file(WEIGHTS_FILE);
+        let bytes = std::fs::read(&path).unwrap();
+        for cut in [0, 4, 8, 20, bytes.len() / 2, bytes.len() - 1] {
+            std::fs::write(&path, &bytes[..cut]).unwrap();
+            let e = load_error(&folder, WEIGHTS_FILE);
+            assert!(
+                matches!(
+                    e,
+                    CheckpointError::Weights {
+                        source: WeightsError::Format { .. }
+                    }
+                ),
+                "cut at {cut}: {e}"
+            );
+        }
+        let mut corrupt = bytes.clone();
+        corrupt[9] = b'!'; // inside the JSON header
+        std::fs::write(&path, &corrupt).unwrap();
+        let e = load_error(&folder, WEIGHTS_FILE);
+        assert!(matches!(e, CheckpointError::Weights { .. }), "{e}");
+    }
+
+    #[test]
+    fn config_errors_name_the_file_and_line() {
+        let (folder, model, _) = Folder::saved("config");
+        let path = folder.file(CONFIG_FILE);
+        let text = config_to_text(model.config());
+        std::fs::write(&path, text.replace("text.width = 8", "text.width = eight")).unwrap();
+        let e = load_error(&folder, "config.txt:8:");
+        assert!(
+            matches!(e, CheckpointError::ConfigSyntax { line: 8, .. }),
+            "{e}"
+        );
+        std::fs::write(&path, text.replace("text.n_head = 2", "text.n_head = 3")).unwrap();
+        let e = load_error(&folder, CONFIG_FILE);
+        assert!(matches!(e, CheckpointError::ConfigInvalid { .. }), "{e}");
+    }
+
+    #[test]
+    fn a_config_that_does_not_match_the_weights_lists_every_difference() {
+        let (folder, model, _) = Folder::saved("shapes");
+        let path = folder.file(CONFIG_FILE);
+        let mut config = model.config().clone();
+        config.decoder.mlp_hidden = 24; // was 16
+        config.text.depth = 2; // was 1
+        save_config(&path, &config).unwrap();
+        let e = load_error(&folder, WEIGHTS_FILE);
+        let CheckpointError::Weights {
+            source: WeightsError::Mismatch { report, .. },
+        } = e
+        else {
+            panic!("expected a mismatch, got {e}");
+        };
+        assert!(!report.wrong_shape.is_empty());
+        assert!(
+            report.wrong_shape.iter().all(|(name, want, got)| {
+                name.starts_with("decoder.blocks.0.mlp") && want != got
+            }),
+            "{report:?}"
+        );
+        assert!(!report.missing.is_empty());
+        assert!(
+            report
+                .missing
+                .iter()
+                .all(|n| n.starts_with("text.blocks.1.")),
+            "{report:?}"
+        );
+        assert!(report.unexpected.is_empty());
+    }
+
+    #[test]
+    fn a_foreign_tokenizer_is_an_error() {
+        let (folder, _, tokenizer) = Folder::saved("tokenizer");
+        let path = folder.file(TOKENIZER_FILE);
+        // one token short
+        let small = Tokenizer::train_lines(["a red circle", "a blue square"], 259)
+            .unwrap()
+            .with_special_tokens(&[tokenizer::BOS, tokenizer::EOS, tokenizer::PAD])
+            .unwrap();
+        std::fs::write(&path, small.to_text()).unwrap();
+        let e = load_error(&folder, TOKENIZER_FILE);
+        assert!(
+            matches!(
+                e,
+                CheckpointError::VocabMismatch {
+                    tokenizer: 262,
+                    config: 263,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        // same size, special tokens in another order
+        let swapped = Tokenizer::train_lines(["a red circle", "a blue square"], 260)
+            .unwrap()
+            .with_special_tokens(&[tokenizer::EOS, tokenizer::BOS, tokenizer::PAD])
+            .unwrap();
+        std::fs::write(&path, swapped.to_text()).unwrap();
+        let e = load_error(&folder, TOKENIZER_FILE);
+        assert!(
+            matches!(e, CheckpointError::SpecialTokenMismatch { .. }),
+            "{e}"
+        );
+        // not a tokenizer file at all
+        std::fs::write(&path, "hello\n").unwrap();
+        let e = load_error(&folder, TOKENIZER_FILE);
+        assert!(matches!(e, CheckpointError::Tokenizer { .. }), "{e}");
+        // and saving refuses a tokenizer that does not belong to the model
+        let (model, _) = micro_pair();
+        let other = folder.0.join("other");
+        let e = save_checkpoint(&other, &model, &small).unwrap_err();
+        assert!(matches!(e, CheckpointError::VocabMismatch { .. }), "{e}");
+        assert!(!other.exists(), "nothing is written for a mismatched pair");
+        let _ = tokenizer;
+    }
+
+    #[test]
+    fn an_unknown_weights_version_is_an_error() {
+        let (folder, model, _) = Folder::saved("version");
+        let path = folder.file(WEIGHTS_FILE);
+        let metadata = BTreeMap::from([("format_version".to_string(), "2".to_string())]);
+        crate::save_weights(&path, &model, &metadata).unwrap();
+        let e = load_error(&folder, WEIGHTS_FILE);
+        assert!(
+            matches!(e, CheckpointError::WeightsVersion { found: Some(ref v), .. } if v == "2"),
+            "{e}"
+        );
+        crate::save_weights(&path, &model, &BTreeMap::new()).unwrap();
+        let e = load_error(&folder, WEIGHTS_FILE);
+        assert!(
+            matches!(e, CheckpointError::WeightsVersion { found: None, .. }),
+            "{e}"
+        );
     }
 }
