@@ -16,8 +16,11 @@
 //! - [`zero_shot`]: zero-shot classification with prompt ensembling, and
 //!   retrieval ranking with recall@k;
 //! - [`checkpoint`]: a folder with the weights, the config (a versioned
-//!   `key = value` text format) and the tokenizer, checked on load.
+//!   `key = value` text format) and the tokenizer, checked on load;
+//! - [`caption`]: the strategies on the caption decoder, with the KV cache
+//!   ([`Captioner::caption`]) and without it.
 
+pub mod caption;
 pub mod checkpoint;
 pub mod config;
 pub mod decoder;
@@ -30,9 +33,11 @@ pub mod text_encoder;
 pub mod weights;
 pub mod zero_shot;
 
+pub use caption::{CachedDecoder, Caption, Captioner, UncachedDecoder, decode};
 pub use checkpoint::{
-    CONFIG_FORMAT, CheckpointError, ConfigSyntaxError, WEIGHTS_VERSION, config_from_text,
-    config_to_text, load_config, save_config,
+    CONFIG_FILE, CONFIG_FORMAT, Checkpoint, CheckpointError, ConfigSyntaxError, TOKENIZER_FILE,
+    WEIGHTS_FILE, WEIGHTS_VERSION, config_from_text, config_to_text, load_checkpoint, load_config,
+    save_checkpoint, save_config,
 };
 pub use config::{
     ConfigError, DecoderConfig, Head, ImageConfig, ModelConfig, SpecialTokens, TextConfig,
