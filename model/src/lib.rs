@@ -54,8 +54,8 @@ pub use safetensors::{FormatError, Tensors};
 pub use text_encoder::{TextEncoder, TextEncoderCache};
 pub use weights::{MismatchReport, WeightsError, load_weights, save_weights, write_atomic};
 pub use zero_shot::{
-    PROMPT_TEMPLATES, Ranked, average_prompts, fill_template, l2_normalize_rows, prompts,
-    recall_at_k, similarity, top_k, zero_shot_probs,
+    PROMPT_TEMPLATES, Ranked, ZeroShotClassifier, average_prompts, embed_texts, fill_template,
+    l2_normalize_rows, prompts, recall_at_k, similarity, tokenize_texts, top_k, zero_shot_probs,
 };
 
 /// The gradient-check settings of this crate's tests.

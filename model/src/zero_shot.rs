@@ -18,7 +18,10 @@
 //! `B` images, `N` texts, `K` classes, `P` prompt templates, `E` width of the
 //! shared space. All embeddings are rows of unit length.
 
-use ndarray::{Array2, ArrayRef2, Axis};
+use ndarray::{Array2, ArrayRef2, ArrayRef4, Axis};
+use tokenizer::Tokenizer;
+
+use crate::{Model, ModelConfig, SpecialTokens};
 
 /// The prompt templates of the book's examples: `{}` is replaced by the
 /// class name.
@@ -188,6 +191,96 @@ pub fn recall_at_k(rankings: &[Vec<Ranked>], relevant: &[usize], k: usize) -> f3
 }
 // ANCHOR_END: recall
 
+// ANCHOR: tokenize
+/// Texts as a batch for [`Model::encode_texts`]: each row
+/// `<|bos|> text <|eos|> <|pad|>…`, and its length `<|bos|>` to `<|eos|>`
+/// inclusive. A text longer than `max_len − 2` tokens is cut to fit (its
+/// `<|eos|>` is kept).
+///
+/// # Shapes
+/// `N` texts → `tokens: [N, T]` with `T` the longest row, `lengths: [N]`
+pub fn tokenize_texts(
+    tokenizer: &Tokenizer,
+    config: &ModelConfig,
+    texts: &[String],
+) -> (Array2<u32>, Vec<usize>) {
+    let SpecialTokens { bos, eos, pad } = config.special;
+    let rows: Vec<Vec<u32>> = texts
+        .iter()
+        .map(|text| {
+            let mut ids = tokenizer.encode_ordinary(text);
+            ids.truncate(config.max_len.saturating_sub(2));
+            let mut row = vec![bos];
+            row.extend(ids);
+            row.push(eos);
+            row
+        })
+        .collect();
+    let t = rows.iter().map(Vec::len).max().unwrap_or(2);
+    let mut tokens = Array2::from_elem((rows.len(), t), pad);
+    for (mut out, row) in tokens.rows_mut().into_iter().zip(&rows) {
+        for (o, &id) in out.iter_mut().zip(row) {
+            *o = id;
+        }
+    }
+    (tokens, rows.iter().map(Vec::len).collect())
+}
+// ANCHOR_END: tokenize
+
+/// The text embeddings `[N, E]` of `N` texts (unit rows).
+pub fn embed_texts(model: &Model, tokenizer: &Tokenizer, texts: &[String]) -> Array2<f32> {
+    let (tokens, lengths) = tokenize_texts(tokenizer, model.config(), texts);
+    model.encode_texts(&tokens, &lengths)
+}
+
+// ANCHOR: classifier
+/// A zero-shot classifier: one embedding per class, from its prompts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ZeroShotClassifier {
+    /// The class names, in the order of the probabilities.
+    pub classes: Vec<String>,
+    /// `[K, E]`: each class's prompt embeddings averaged and re-normalised.
+    pub class_embeds: Array2<f32>,
+    /// `exp(logit_scale)` of the model, the factor on the cosines.
+    pub logit_scale: f32,
+}
+
+impl ZeroShotClassifier {
+    /// Embeds every class name in every template and averages per class.
+    ///
+    /// # Panics
+    /// If `templates` is empty.
+    #[track_caller]
+    pub fn new(model: &Model, tokenizer: &Tokenizer, classes: &[&str], templates: &[&str]) -> Self {
+        assert!(
+            !templates.is_empty(),
+            "zero-shot: at least one prompt template is needed"
+        );
+        let prompt_embeds = embed_texts(model, tokenizer, &prompts(classes, templates)); // [K·P, E]
+        ZeroShotClassifier {
+            classes: classes.iter().map(|c| c.to_string()).collect(),
+            class_embeds: average_prompts(&prompt_embeds, templates.len()), // [K, E]
+            logit_scale: model.logit_scale_exp(),
+        }
+    }
+
+    /// Class probabilities `[B, K]` of images already embedded `[B, E]`.
+    pub fn probs(&self, image_embeds: &ArrayRef2<f32>) -> Array2<f32> {
+        zero_shot_probs(image_embeds, &self.class_embeds, self.logit_scale)
+    }
+
+    /// Class probabilities `[B, K]` of images `[B, C_in, H, W]`.
+    ///
+    /// # Panics
+    /// If the images do not have the model's channels and size.
+    #[track_caller]
+    pub fn classify(&self, model: &Model, images: &ArrayRef4<f32>) -> Array2<f32> {
+        let (_, image_embeds) = model.encode_images(images);
+        self.probs(&image_embeds)
+    }
+}
+// ANCHOR_END: classifier
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -305,5 +398,120 @@ mod tests {
         let e = random_unit_rows(7, 5, 9);
         let r = top_k(&similarity(&e, &e), 1);
         assert_eq!(recall_at_k(&r, &[0, 1, 2, 3, 4, 5, 6], 1), 1.0);
+    }
+
+    // --- on a model ----------------------------------------------------------
+
+    use crate::ModelConfig;
+    use ndarray::Array4;
+
+    fn micro() -> (Model, Tokenizer) {
+        let tokenizer = Tokenizer::train_lines(["a red circle", "a blue square"], 260)
+            .unwrap()
+            .with_special_tokens(&[tokenizer::BOS, tokenizer::EOS, tokenizer::PAD])
+            .unwrap();
+        let config = ModelConfig::micro(tokenizer.vocab_size());
+        (
+            config.init(&mut StdRng::seed_from_u64(2)).unwrap(),
+            tokenizer,
+        )
+    }
+
+    fn images(b: usize) -> Array4<f32> {
+        let mut rng = StdRng::seed_from_u64(11);
+        Array4::from_shape_fn((b, 3, 8, 8), |_| rng.random_range(-1.0f32..1.0))
+    }
+
+    #[test]
+    fn texts_become_bos_text_eos_pad_rows() {
+        let (model, tokenizer) = micro();
+        let config = model.config();
+        let texts = ["a red circle".to_string(), "a".to_string(), "x".repeat(40)];
+        let (tokens, lengths) = tokenize_texts(&tokenizer, config, &texts);
+        let SpecialTokens { bos, eos, pad } = config.special;
+        assert_eq!(tokens.ncols(), config.max_len); // the long text is cut
+        for (row, &len) in tokens.rows().into_iter().zip(&lengths) {
+            assert_eq!((row[0], row[len - 1]), (bos, eos));
+            assert!(row.iter().skip(len).all(|&t| t == pad));
+        }
+        let a = tokenizer.encode_ordinary("a");
+        assert_eq!(lengths[1], a.len() + 2);
+        assert_eq!(tokens[[1, 1]], a[0]);
+    }
+
+    #[test]
+    fn one_template_gives_the_plain_text_embedding() {
+        let (model, tokenizer) = micro();
+        let classes = ["circle", "square", "red triangle"];
+        let zs = ZeroShotClassifier::new(&model, &tokenizer, &classes, &["a {}"]);
+        let plain = embed_texts(
+            &model,
+            &tokenizer,
+            &[
+                "a circle".into(),
+                "a square".into(),
+                "a red triangle".into(),
+            ],
+        );
+        approx::assert_abs_diff_eq!(zs.class_embeds, plain, epsilon = 1e-5);
+    }
+
+    #[test]
+    fn classification_shapes_and_consistency() {
+        let (model, tokenizer) = micro();
+        let classes = ["circle", "square", "triangle", "star"];
+        let zs = ZeroShotClassifier::new(&model, &tokenizer, &classes, &PROMPT_TEMPLATES);
+        assert_eq!(zs.class_embeds.dim(), (4, model.config().embed_dim));
+        for row in zs.class_embeds.rows() {
+            assert!((row.dot(&row) - 1.0).abs() < 1e-5); // re-normalised
+        }
+        // the ensemble is the normalised mean of the three prompts' embeddings
+        let each = embed_texts(
+            &model,
+            &tokenizer,
+            &prompts(&classes[1..2], &PROMPT_TEMPLATES),
+        );
+        let mean = l2_normalize_rows(&each.mean_axis(Axis(0)).unwrap().insert_axis(Axis(0)));
+        approx::assert_abs_diff_eq!(zs.class_embeds.row(1), mean.row(0), epsilon = 1e-5);
+
+        let x = images(5);
+        let p = zs.classify(&model, &x);
+        assert_eq!(p.dim(), (5, 4));
+        for row in p.rows() {
+            assert!((row.sum() - 1.0).abs() < 1e-5);
+        }
+        // the most probable class is the most similar one
+        let (_, image_embeds) = model.encode_images(&x);
+        let by_sim = top_k(&similarity(&image_embeds, &zs.class_embeds), 4);
+        let by_prob = top_k(&p, 4);
+        for (s, q) in by_sim.iter().zip(&by_prob) {
+            let a: Vec<usize> = s.iter().map(|r| r.index).collect();
+            let b: Vec<usize> = q.iter().map(|r| r.index).collect();
+            assert_eq!(a, b);
+        }
+    }
+
+    #[test]
+    fn retrieval_on_the_model_ranks_by_cosine() {
+        let (model, tokenizer) = micro();
+        let (_, image_embeds) = model.encode_images(&images(4));
+        let texts: Vec<String> = ["a red circle", "a blue square", "red", "blue circle", "a"]
+            .iter()
+            .map(|t| t.to_string())
+            .collect();
+        let text_embeds = embed_texts(&model, &tokenizer, &texts);
+        let i2t = top_k(&similarity(&image_embeds, &text_embeds), 5);
+        let t2i = top_k(&similarity(&text_embeds, &image_embeds), 4);
+        assert_eq!(
+            (i2t.len(), i2t[0].len(), t2i.len(), t2i[0].len()),
+            (4, 5, 5, 4)
+        );
+        // both directions read the same matrix: the score of (image i, text j)
+        for (i, ranked) in i2t.iter().enumerate() {
+            for r in ranked {
+                let t = t2i[r.index].iter().find(|x| x.index == i).unwrap();
+                assert_eq!(t.score, r.score);
+            }
+        }
     }
 }
