@@ -317,6 +317,13 @@ impl Decoder {
             "decoder step: {start} cached + {t_new} new tokens, the decoder holds at most {}",
             self.max_len()
         );
+        assert_eq!(
+            batch,
+            state.batch(),
+            "decoder step: tokens are {:?}, the state holds {} sequences",
+            tokens.dim(),
+            state.batch()
+        );
         let (mut x, _) = self.token_embedding.forward(tokens); // [B, T_new, C]
         // positions start..start + T_new: the new tokens come after the cached ones
         x += &self
@@ -330,7 +337,6 @@ impl Decoder {
         let last = x.slice(s![.., t_new - 1..t_new, ..]); // [B, 1, C]: only the last is scored
         let (h, _) = self.ln_final.forward(&last);
         let (logits, _) = self.head_forward(h); // [B, 1, V]
-        debug_assert_eq!(logits.dim().0, batch);
         logits.remove_axis(Axis(1)) // [B, V]
     }
     // ANCHOR_END: decoder_step
@@ -430,7 +436,7 @@ impl Params for Decoder {
 mod tests {
     use super::*;
     use embedding::init;
-    use embedding::testing::{WithInputs, assert_allclose, fakeloss};
+    use embedding::testing::{GradCheck, WithInputs, assert_allclose, fakeloss};
     use ndarray::{Ix3, array};
     use rand::SeedableRng;
     use rand::rngs::StdRng;
@@ -492,7 +498,13 @@ mod tests {
             let dmemory = decoder.backward(&dlogits, &cache, &mut grads);
             let mut state = WithInputs::new(decoder, vec![("image_tokens", memory)]);
             let analytic = WithInputs::new(grads, vec![("image_tokens", dmemory)]);
-            crate::gradcheck()
+            // at most 40 evenly spread elements of each tensor: the big
+            // tables would otherwise dominate the test's time
+            let check = GradCheck {
+                max_per_tensor: 40,
+                ..crate::gradcheck()
+            };
+            check
                 .run(&mut state, &analytic, |s| {
                     let logits = s.module.logits(&s.input::<Ix3>(0), &tokens());
                     fakeloss(&logits, &dlogits)
@@ -502,6 +514,7 @@ mod tests {
         }
     }
 
+    // ANCHOR: tied_test
     #[test]
     fn the_tied_table_gets_the_sum_of_both_uses() {
         let decoder = micro(Head::Tied, 5);
@@ -530,7 +543,9 @@ mod tests {
         let sum = as_head + as_embedding;
         assert_allclose("dWte", &tied.token_embedding.weight, &sum, 1e-5, 1e-6);
     }
+    // ANCHOR_END: tied_test
 
+    // ANCHOR: incremental_test
     #[test]
     fn incremental_steps_equal_the_uncached_decoder() {
         for head in [Head::Tied, Head::Separate] {
@@ -555,6 +570,7 @@ mod tests {
             assert_eq!(state.len(), 5);
         }
     }
+    // ANCHOR_END: incremental_test
 
     #[test]
     fn selecting_rows_reorders_the_whole_state() {

@@ -8,6 +8,14 @@
 //! - [`config`]: [`ModelConfig`], one nested config per part (text,
 //!   image, decoder, shared space), `tiny` and `micro` presets, and
 //!   [`ModelConfig::validate`] turning an impossible shape into a [`ConfigError`];
+//! - [`text_encoder`]: CLIP's text tower, pooled at `<|eos|>`;
+//! - [`image_encoder`]: a ViT or a CNN behind one interface (tokens + pooled);
+//! - [`heads`]: projections into the shared space and L2 normalisation
+//!   with its backward pass;
+//! - [`decoder`]: the caption decoder (causal self-attention, cross-attention
+//!   to the image tokens), its output head tied or separate, and incremental
+//!   decoding with KV caches;
+//! - [`model`]: [`Model`], the whole forward and backward pass;
 //! - [`safetensors`]: the file format, read and written by hand;
 //! - [`weights`]: saving any [`embedding::Params`] module under its
 //!   PyTorch-style names, and loading with every name and shape checked;
@@ -19,6 +27,59 @@
 //!   `key = value` text format) and the tokenizer, checked on load;
 //! - [`caption`]: the strategies on the caption decoder, with the KV cache
 //!   ([`Captioner::caption`]) and without it.
+//!
+//! ## The batch
+//! `tokens: [B, T]` holds `<|bos|> caption <|eos|> <|pad|>…` per row and
+//! `lengths[b]` counts `<|bos|>` to `<|eos|>` inclusive (`2 ≤ lengths[b] ≤ T ≤
+//! max_len`). The text tower reads the whole row with causal attention and
+//! pools position `lengths[b] − 1` (the `<|eos|>`). The decoder reads
+//! `tokens[:, ..T−1]`; its logits at position `t` score `tokens[:, t + 1]`,
+//! and the captioning loss ignores padding targets.
+//!
+//! ## Public API at a glance
+//! ```text
+//! ModelConfig::tiny(vocab) | ModelConfig::micro(vocab); .validate() -> Result<(), ConfigError>
+//!   { vocab, max_len, special: SpecialTokens { bos, eos, pad }, text: TextConfig,
+//!     image: ImageConfig::{Vit(VitConfig), Cnn { cnn, image_size }}, decoder: DecoderConfig { .., head: Head },
+//!     embed_dim, logit_scale_init, logit_scale_max }
+//! ModelConfig::init(&self, &mut rng) -> Result<Model, ConfigError>          Model: Params + Clone
+//!   Model::forward(&self, images: [B,3,H,W], tokens: [B,T], lengths: &[usize]) -> (ModelOutput, ModelCache)
+//!     ModelOutput { image_embeds: [B,E], text_embeds: [B,E], logit_scale: f32 (= exp), logits: [B,T-1,V] }
+//!   Model::backward(&self, &ModelOutputGrads { dimage_embeds, dtext_embeds, dlogit_scale, dlogits }, &cache, &mut grads)
+//!   Model::encode_images(images) -> (image_tokens: [B,N_img,C_img], image_embeds: [B,E])
+//!   Model::encode_texts(tokens, lengths) -> text_embeds: [B,E]
+//!   Model::config(), logit_scale_exp(), clamp_logit_scale()
+//! Decoder (model.decoder): logits(image_tokens, tokens: [B,T]) -> [B,T,V]
+//!   start(image_tokens) -> DecoderState; step(&mut state, tokens: [B,T_new]) -> [B,V] (after the last new token)
+//!   DecoderState::{len, batch, select(rows)}: reorder/duplicate rows (beam search)
+//! l2_normalize(x: [B,E]) -> (y, norms); l2_normalize_backward(dy, y, norms) -> dx
+//! save_weights(path, &model, &metadata) / load_weights(path, &mut model) -> metadata
+//!
+//! trait NextToken { type State: Clone; fn step(&self, &mut State, token) -> logits [V] }
+//!   greedy(model, state, &GenerationConfig { bos, eos, max_new_tokens }) -> Generated
+//!   sample(.., &Sampling { temperature, top_k }, &mut rng) -> Generated
+//!   beam_search(.., &Beam { width, length_penalty }) -> Vec<Generated> (best first)
+//!   Generated { ids, finished, log_prob, score }; Bigram (a toy NextToken)
+//! CachedDecoder { decoder } | UncachedDecoder { decoder, image_tokens }: NextToken
+//! Captioner::new(&model, &tokenizer).caption(images, &Strategy) -> Vec<Caption { ids, text, .. }>
+//!   (caption_uncached: the same without the KV cache)
+//! ZeroShotClassifier::new(&model, &tokenizer, classes, templates); .classify(&model, images) -> [B,K]
+//!   top_k(&similarity(a, b), k) -> Vec<Vec<Ranked { index, score }>>; recall_at_k(..)
+//! save_checkpoint(dir, &model, &tokenizer); load_checkpoint(dir) -> Result<Checkpoint, CheckpointError>
+//! ```
+//!
+//! ## Shapes
+//! `B` batch, `T` caption tokens (`≤ max_len`), `V` vocabulary, `E` shared
+//! space, `C_text`/`C_img`/`C_dec` the widths of the text tower, the image
+//! tower and the decoder, `N_img` image tokens (`N + 1` for a ViT with CLS,
+//! `H'·W'` for a CNN), images `[B, C_in, H, W]`.
+//!
+//! ## References
+//! - Radford et al. 2021, "Learning Transferable Visual Models From Natural
+//!   Language Supervision" (CLIP); open_clip (`logit_scale`, its clamp).
+//! - Yu et al. 2022, "CoCa: Contrastive Captioners are Image-Text Foundation Models".
+//! - Press & Wolf 2017, "Using the Output Embedding to Improve Language Models" (tying).
+//! - Hugging Face safetensors: the file format.
 
 pub mod caption;
 pub mod checkpoint;

@@ -194,7 +194,7 @@ impl Model {
     ///
     /// # Panics
     /// If the batch sizes disagree, `T < 2` or `T > max_len`, `lengths` is
-    /// not `B` values in `2..=T`, or a token is outside the vocabulary.
+    /// not `B` values in `1..=T`, or a token is outside the vocabulary.
     #[track_caller]
     pub fn forward(
         &self,

@@ -64,6 +64,21 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+//!
+//! A tiny corpus (a caption grammar) may not support the vocabulary asked
+//! for; the error says how far it got, so a caller can settle for that:
+//! ```
+//! use tokenizer::{Tokenizer, TokenizerError};
+//! let captions = ["a red circle", "a blue square"];
+//! let tok = match Tokenizer::train_lines(captions, 1000) {
+//!     Err(TokenizerError::VocabTooLarge { reached, .. }) => Tokenizer::train_lines(captions, reached)?,
+//!     other => other?,
+//! };
+//! // no pair is left: every piece of the corpus is one token ("a", " red", " circle")
+//! assert_eq!(tok.encode_ordinary("a red circle").len(), 3);
+//! # Ok::<(), TokenizerError>(())
+//! ```
+
 pub mod base64;
 pub mod bpe;
 pub mod decode;
