@@ -24,9 +24,9 @@ use model::{
     Beam, Bigram, CONFIG_FILE, Generated, GenerationConfig, ModelConfig, Sampling, TOKENIZER_FILE,
     WEIGHTS_FILE, beam_search, config_to_text, greedy, load_checkpoint, sample, save_checkpoint,
 };
-use tokenizer::Tokenizer;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
+use tokenizer::Tokenizer;
 
 // `\|`: a bare `|` would end the table cell, even inside backticks
 const WORDS: [&str; 6] = ["<\\|bos\\|>", "<\\|eos\\|>", "the", "a", "cat", "dog"];
@@ -62,7 +62,10 @@ fn checkpoint_errors() -> Result<String, Box<dyn Error>> {
     type Breakage = Box<dyn Fn(&Path) -> std::io::Result<()>>;
     let cases: Vec<(&str, Breakage)> = vec![
         ("nothing", Box::new(|_| Ok(()))),
-        ("`tokenizer.txt` deleted", Box::new(|d| fs::remove_file(d.join(TOKENIZER_FILE)))),
+        (
+            "`tokenizer.txt` deleted",
+            Box::new(|d| fs::remove_file(d.join(TOKENIZER_FILE))),
+        ),
         (
             "`model.safetensors` cut in half",
             Box::new(|d| {
