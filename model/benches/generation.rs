@@ -23,24 +23,31 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 const VOCAB: usize = 512;
-/// Caption lengths: the cached cost grows linearly in `L`, the uncached
-/// one quadratically.
-const LENGTHS: [usize; 3] = [4, 8, 15];
+/// `(max_len, L)`: caption lengths at the tiny config (captions up to 16
+/// tokens, so at most 15 generated), and one longer run with the position
+/// tables stretched to 64, where the uncached path's quadratic cost shows.
+const RUNS: [(usize, usize); 4] = [(16, 4), (16, 8), (16, 15), (64, 60)];
 
 fn generation(c: &mut Criterion) {
-    let config = ModelConfig::tiny(VOCAB);
-    let mut rng = StdRng::seed_from_u64(0);
-    let model = config.init(&mut rng).expect("the tiny config is valid");
-    let image = Array4::from_shape_fn((1, 3, 32, 32), |_| rng.random_range(-1.0f32..1.0));
-    let (image_tokens, _) = model.encode_images(&image); // [1, N_img, C_img]
-
-    for len in LENGTHS {
+    for (max_len, len) in RUNS {
+        let config = ModelConfig {
+            max_len,
+            ..ModelConfig::tiny(VOCAB)
+        };
+        let mut rng = StdRng::seed_from_u64(0);
+        let model = config.init(&mut rng).expect("the tiny config is valid");
+        let image = Array4::from_shape_fn((1, 3, 32, 32), |_| rng.random_range(-1.0f32..1.0));
+        let (image_tokens, _) = model.encode_images(&image); // [1, N_img, C_img]
         let gen_config = GenerationConfig {
             bos: config.special.bos,
             eos: u32::MAX, // never produced: always `len` steps
             max_new_tokens: len,
         };
-        let id = BenchmarkId::from_parameter(format!("tiny_L{len}"));
+        let id = match max_len {
+            16 => format!("tiny_L{len}"),
+            _ => format!("tiny_maxlen{max_len}_L{len}"),
+        };
+        let id = BenchmarkId::from_parameter(id);
 
         let mut group = c.benchmark_group("generation/cached");
         group.throughput(Throughput::Elements(len as u64));
