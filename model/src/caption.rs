@@ -13,8 +13,8 @@
 //! strategy (greedy, sampling, beam search) runs unchanged on either.
 
 use ndarray::{Array1, Array2, ArrayRef4, ArrayView3, Axis, s};
-use rand::SeedableRng;
 use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use tokenizer::Tokenizer;
 
 use crate::Model;
@@ -198,17 +198,17 @@ fn rng_for(strategy: &Strategy) -> StdRng {
 
 // ANCHOR: decode
 /// Runs `strategy` on `model` from `state`: the one place that maps a
-/// [`Strategy`] value to its function.
+/// [`Strategy`] value to its function. `rng` is used by sampling only.
 ///
 /// # Panics
 /// If a beam width or top-k is 0.
 #[track_caller]
-pub fn decode<M: NextToken>(
+pub fn decode<M: NextToken, R: Rng + ?Sized>(
     model: &M,
     state: M::State,
     cfg: &GenerationConfig,
     strategy: &Strategy,
-    rng: &mut StdRng,
+    rng: &mut R,
 ) -> Generated {
     match strategy {
         Strategy::Greedy => greedy(model, state, cfg),
