@@ -272,7 +272,7 @@ pub fn beam_search<M: NextToken>(
         // 1. the next-token log-probabilities of every live prefix
         let mut states = Vec::with_capacity(live.len());
         let mut candidates = Vec::new(); // (beam, token, log_prob of the extension)
-        for (b, (prefix, state, last)) in live.iter_mut().enumerate() {
+        for (b, (prefix, state, last)) in live.iter().enumerate() {
             let mut state = state.clone();
             let logp = log_softmax(&model.step(&mut state, *last));
             for (token, &lp) in logp.iter().enumerate() {
