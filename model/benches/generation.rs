@@ -6,7 +6,9 @@
 //!
 //! - `generation/cached`: [`Decoder::start`] (the image's cross-attention
 //!   keys and values, once) then `L` one-token steps;
-//! - `generation/uncached`: `L` full decoder passes over the growing prefix.
+//! - `generation/uncached`: `L` full decoder passes over the growing prefix;
+//! - `generation/cached_batched`: `B` images at once ([`model::greedy_batched`]),
+//!   throughput in tokens of all captions together.
 //!
 //! Throughput is in tokens, so criterion's elements/s is tokens per second
 //! and the time per token is the mean time divided by `L`. Run with
@@ -17,7 +19,9 @@
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use model::{CachedDecoder, GenerationConfig, ModelConfig, UncachedDecoder, greedy};
+use model::{
+    CachedDecoder, GenerationConfig, ModelConfig, UncachedDecoder, greedy, greedy_batched,
+};
 use ndarray::Array4;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -71,6 +75,29 @@ fn generation(c: &mut Criterion) {
         group.bench_function(id, |b| {
             b.iter(|| greedy(black_box(&uncached), Vec::new(), &gen_config))
         });
+        group.finish();
+    }
+
+    // the cached path for a batch of images at once: per token, each matrix
+    // product's fixed cost is shared by `B` rows
+    let config = ModelConfig::tiny(VOCAB);
+    let mut rng = StdRng::seed_from_u64(0);
+    let model = config.init(&mut rng).expect("the tiny config is valid");
+    for batch in [1, 16] {
+        let images = Array4::from_shape_fn((batch, 3, 32, 32), |_| rng.random_range(-1.0f32..1.0));
+        let (image_tokens, _) = model.encode_images(&images);
+        let len = config.max_len - 1;
+        let gen_config = GenerationConfig {
+            bos: config.special.bos,
+            eos: u32::MAX,
+            max_new_tokens: len,
+        };
+        let mut group = c.benchmark_group("generation/cached_batched");
+        group.throughput(Throughput::Elements((batch * len) as u64)); // tokens
+        group.bench_function(
+            BenchmarkId::from_parameter(format!("tiny_B{batch}_L{len}")),
+            |b| b.iter(|| greedy_batched(&model.decoder, black_box(&image_tokens), &gen_config)),
+        );
         group.finish();
     }
 }

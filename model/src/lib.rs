@@ -86,7 +86,7 @@
 //!   Generated { ids, finished, log_prob, score }; Bigram (a toy NextToken)
 //! CachedDecoder { decoder } | UncachedDecoder { decoder, image_tokens }: NextToken
 //! Captioner::new(&model, &tokenizer).caption(images, &Strategy) -> Vec<Caption { ids, text, .. }>
-//!   (caption_uncached: the same without the KV cache)
+//!   (caption_uncached: the same without the KV cache; caption_greedy_batched: all images per step)
 //! ZeroShotClassifier::new(&model, &tokenizer, classes, templates); .classify(&model, images) -> [B,K]
 //!   top_k(&similarity(a, b), k) -> Vec<Vec<Ranked { index, score }>>; recall_at_k(..)
 //! save_checkpoint(dir, &model, &tokenizer); load_checkpoint(dir) -> Result<Checkpoint, CheckpointError>
@@ -118,7 +118,7 @@ pub mod text_encoder;
 pub mod weights;
 pub mod zero_shot;
 
-pub use caption::{CachedDecoder, Caption, Captioner, UncachedDecoder, decode};
+pub use caption::{CachedDecoder, Caption, Captioner, UncachedDecoder, decode, greedy_batched};
 pub use checkpoint::{
     CONFIG_FILE, CONFIG_FORMAT, Checkpoint, CheckpointError, ConfigSyntaxError, TOKENIZER_FILE,
     WEIGHTS_FILE, WEIGHTS_VERSION, config_from_text, config_to_text, load_checkpoint, load_config,
