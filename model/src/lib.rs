@@ -129,8 +129,8 @@ pub use config::{
 };
 pub use decoder::{Decoder, DecoderCache, DecoderState};
 pub use generate::{
-    Beam, Bigram, Generated, GenerationConfig, NextToken, Sampling, Strategy, beam_search, greedy,
-    sample, sequence_log_prob,
+    Beam, Bigram, Generated, GenerationConfig, NextToken, Sampling, Strategy, argmax, beam_search,
+    greedy, log_softmax, sample, sample_index, sampling_probs, sequence_log_prob,
 };
 pub use heads::{L2_EPS, l2_normalize, l2_normalize_backward, projection};
 pub use image_encoder::{ImageEncoder, ImageEncoderCache, ImageOutput};
