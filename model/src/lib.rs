@@ -18,7 +18,15 @@
 //! - [`model`]: [`Model`], the whole forward and backward pass;
 //! - [`safetensors`]: the file format, read and written by hand;
 //! - [`weights`]: saving any [`embedding::Params`] module under its
-//!   PyTorch-style names, and loading with every name and shape checked.
+//!   PyTorch-style names, and loading with every name and shape checked;
+//! - [`generate`]: decoding strategies (greedy, temperature and top-k
+//!   sampling, beam search) over any model that predicts the next token;
+//! - [`zero_shot`]: zero-shot classification with prompt ensembling, and
+//!   retrieval ranking with recall@k;
+//! - [`checkpoint`]: a folder with the weights, the config (a versioned
+//!   `key = value` text format) and the tokenizer, checked on load;
+//! - [`caption`]: the strategies on the caption decoder, with the KV cache
+//!   ([`Captioner::caption`]) and without it.
 //!
 //! ## The batch
 //! `tokens: [B, T]` holds `<|bos|> caption <|eos|> <|pad|>…` per row and
@@ -70,6 +78,18 @@
 //!   DecoderState::{len, batch, select(rows)}: reorder/duplicate rows (beam search)
 //! l2_normalize(x: [B,E]) -> (y, norms); l2_normalize_backward(dy, y, norms) -> dx
 //! save_weights(path, &model, &metadata) / load_weights(path, &mut model) -> metadata
+//!
+//! trait NextToken { type State: Clone; fn step(&self, &mut State, token) -> logits [V] }
+//!   greedy(model, state, &GenerationConfig { bos, eos, max_new_tokens }) -> Generated
+//!   sample(.., &Sampling { temperature, top_k }, &mut rng) -> Generated
+//!   beam_search(.., &Beam { width, length_penalty }) -> Vec<Generated> (best first)
+//!   Generated { ids, finished, log_prob, score }; Bigram (a toy NextToken)
+//! CachedDecoder { decoder } | UncachedDecoder { decoder, image_tokens }: NextToken
+//! Captioner::new(&model, &tokenizer).caption(images, &Strategy) -> Vec<Caption { ids, text, .. }>
+//!   (caption_uncached: the same without the KV cache; caption_greedy_batched: all images per step)
+//! ZeroShotClassifier::new(&model, &tokenizer, classes, templates); .classify(&model, images) -> [B,K]
+//!   top_k(&similarity(a, b), k) -> Vec<Vec<Ranked { index, score }>>; recall_at_k(..)
+//! save_checkpoint(dir, &model, &tokenizer); load_checkpoint(dir) -> Result<Checkpoint, CheckpointError>
 //! ```
 //!
 //! ## Shapes
@@ -85,25 +105,43 @@
 //! - Press & Wolf 2017, "Using the Output Embedding to Improve Language Models" (tying).
 //! - Hugging Face safetensors: the file format.
 
+pub mod caption;
+pub mod checkpoint;
 pub mod config;
 pub mod decoder;
+pub mod generate;
 pub mod heads;
 pub mod image_encoder;
 pub mod model;
 pub mod safetensors;
 pub mod text_encoder;
 pub mod weights;
+pub mod zero_shot;
 
+pub use caption::{CachedDecoder, Caption, Captioner, UncachedDecoder, decode, greedy_batched};
+pub use checkpoint::{
+    CONFIG_FILE, CONFIG_FORMAT, Checkpoint, CheckpointError, ConfigSyntaxError, TOKENIZER_FILE,
+    WEIGHTS_FILE, WEIGHTS_VERSION, config_from_text, config_to_text, load_checkpoint, load_config,
+    save_checkpoint, save_config,
+};
 pub use config::{
     ConfigError, DecoderConfig, Head, ImageConfig, ModelConfig, SpecialTokens, TextConfig,
 };
 pub use decoder::{Decoder, DecoderCache, DecoderState};
+pub use generate::{
+    Beam, Bigram, Generated, GenerationConfig, NextToken, Sampling, Strategy, argmax, beam_search,
+    greedy, log_softmax, sample, sample_index, sampling_probs, sequence_log_prob,
+};
 pub use heads::{L2_EPS, l2_normalize, l2_normalize_backward, projection};
 pub use image_encoder::{ImageEncoder, ImageEncoderCache, ImageOutput};
 pub use model::{Model, ModelCache, ModelOutput, ModelOutputGrads};
 pub use safetensors::{FormatError, Tensors};
 pub use text_encoder::{TextEncoder, TextEncoderCache};
 pub use weights::{MismatchReport, WeightsError, load_weights, save_weights, write_atomic};
+pub use zero_shot::{
+    PROMPT_TEMPLATES, Ranked, ZeroShotClassifier, average_prompts, embed_texts, fill_template,
+    l2_normalize_rows, prompts, recall_at_k, similarity, tokenize_texts, top_k, zero_shot_probs,
+};
 
 /// The gradient-check settings of this crate's tests.
 ///
