@@ -433,6 +433,17 @@ mod tests {
     }
 
     #[test]
+    fn block_accepts_a_strided_input() {
+        let mut rng = StdRng::seed_from_u64(4);
+        let block = TINY.init(&mut rng);
+        let wide: Array3<f32> = init::normal((2, 6, 4), 1.0, &mut rng);
+        let strided = wide.slice(ndarray::s![.., ..;2, ..]); // [2, 3, 4], every other token
+        let (got, _) = block.forward_masked(&strided, &Mask::Causal);
+        let (want, _) = block.forward_masked(&strided.to_owned(), &Mask::Causal);
+        assert_eq!(got, want);
+    }
+
+    #[test]
     fn names_follow_pytorch() {
         let mut rng = StdRng::seed_from_u64(3);
         let block = TINY.init_cross(6, &mut rng);

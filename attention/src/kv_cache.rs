@@ -11,7 +11,10 @@
 //! new queries sit at the *end* of the cached keys, which is exactly how
 //! [`Mask::Causal`] aligns `T_q < T_kv`.
 //!
-//! Incremental decoding is for inference: it keeps no backward caches.
+//! Incremental decoding is for inference: it keeps no backward caches. It
+//! applies the causal mask only, with no key padding: every sequence of a
+//! batch must have the same prompt length (captions all start from one start
+//! token); the outputs of sequences that have already finished are ignored.
 
 use ndarray::{Array3, Array4, ArrayRef3, ArrayRef4, ArrayView4, s};
 

@@ -53,6 +53,24 @@
 //! `cross_attn.proj.weight`, `ln_2.*`, `mlp.fc.weight` `[hidden, C]`,
 //! `mlp.proj.weight` `[C, hidden]`.
 //!
+//! ```
+//! use attention::{BlockConfig, Mask};
+//! use embedding::Params;
+//! use rand::SeedableRng;
+//!
+//! let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+//! let block = BlockConfig { width: 8, n_head: 2, mlp_hidden: 32 }.init(&mut rng);
+//! let x = ndarray::Array3::<f32>::ones((2, 5, 8)); // [B, T, C]
+//! let (out, cache) = block.forward_masked(&x, &Mask::Causal);
+//! assert_eq!(out.dim(), (2, 5, 8));
+//! let weights = cache.attention_weights(); // [B, H, T, T]
+//! assert_eq!(weights.dim(), (2, 2, 5, 5));
+//! assert_eq!(weights[[0, 0, 0, 1]], 0.0); // token 0 never sees token 1
+//! assert_eq!(weights[[0, 0, 0, 0]], 1.0); // so it attends only to itself
+//! // ln_1, ln_2: 2·(C + C); qkv: 3C·C + 3C; proj: C·C + C; fc: 32·C + 32; proj: C·32 + C
+//! assert_eq!(block.num_params(), 32 + (192 + 24) + (64 + 8) + (256 + 32) + (256 + 8));
+//! ```
+//!
 //! ## Shapes
 //! `B` batch, `T` sequence length (tokens or patches), `C` width of the
 //! residual stream, `H` heads, `D = C/H` head dimension, `T_q`/`T_kv` query
@@ -88,10 +106,12 @@ pub use heads::{merge_heads, split_heads};
 pub use kv_cache::KvCache;
 pub use layer_norm::{LayerNorm, LayerNormCache, LayerNormConfig};
 pub use mask::Mask;
-pub use mlp::{Gelu, GeluCache, Mlp, MlpCache, MlpConfig, erf, gelu, gelu_grad};
+pub use mlp::{
+    Gelu, GeluCache, Mlp, MlpCache, MlpConfig, erf, gelu, gelu_backward, gelu_forward, gelu_grad,
+};
 pub use multi_head::{MultiHeadAttention, MultiHeadAttentionCache, MultiHeadAttentionConfig};
 pub use softmax::{softmax, softmax_backward, softmax_row, softmax_row_backward};
-pub use tiled::{Tile, tiled_attention_forward};
+pub use tiled::{Tile, exp_nonpositive, tiled_attention_forward};
 
 /// The gradient-check settings of this crate's tests.
 ///

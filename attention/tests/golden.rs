@@ -49,6 +49,7 @@ fn sdpa_matches_pytorch_for_every_mask() {
         ("causal_tq_lt_tkv", Mask::Causal),
         ("padding", Mask::KeyPadding(vec![5, 2])),
         ("causal_padding", Mask::CausalKeyPadding(vec![4, 3])),
+        ("fully_masked", Mask::KeyPadding(vec![4, 0])),
     ] {
         let get = |key: &str| g.array::<Ix4>(&format!("{case}.{key}"));
         let (q, k, v, dout) = (get("q"), get("k"), get("v"), get("dout"));
