@@ -11,3 +11,4 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 cargo run --release -p tokenizer --example chapter
 cargo run --release -p embedding --example positions
 cargo run --release -p attention --example attention_figures
+cargo run --release -p model --example chapter

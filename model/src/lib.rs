@@ -5,14 +5,96 @@
 //! reads the image through cross-attention and writes its caption (the CoCa
 //! layout).
 //!
-//! This crate is being built up; so far it holds the checkpoint format:
-//!
+//! - [`config`]: [`ModelConfig`], one nested config per part (text,
+//!   image, decoder, shared space), `tiny` and `micro` presets, and
+//!   [`ModelConfig::validate`] turning an impossible shape into a [`ConfigError`];
+//! - [`text_encoder`]: CLIP's text tower, pooled at `<|eos|>`;
+//! - [`image_encoder`]: a ViT or a CNN behind one interface (tokens + pooled);
+//! - [`heads`]: projections into the shared space and L2 normalisation
+//!   with its backward pass;
+//! - [`decoder`]: the caption decoder (causal self-attention, cross-attention
+//!   to the image tokens), its output head tied or separate, and incremental
+//!   decoding with KV caches;
+//! - [`model`]: [`Model`], the whole forward and backward pass;
 //! - [`safetensors`]: the file format, read and written by hand;
 //! - [`weights`]: saving any [`embedding::Params`] module under its
 //!   PyTorch-style names, and loading with every name and shape checked.
+//!
+//! ## The batch
+//! `tokens: [B, T]` holds `<|bos|> caption <|eos|> <|pad|>…` per row and
+//! `lengths[b]` counts `<|bos|>` to `<|eos|>` inclusive (`2 ≤ lengths[b] ≤ T ≤
+//! max_len`). The text tower reads the whole row with causal attention and
+//! pools position `lengths[b] − 1` (the `<|eos|>`). The decoder reads
+//! `tokens[:, ..T−1]`; its logits at position `t` score `tokens[:, t + 1]`,
+//! and the captioning loss ignores padding targets.
+//!
+//! ## Public API at a glance
+//! ```text
+//! ModelConfig::tiny(vocab) | ModelConfig::micro(vocab); .validate() -> Result<(), ConfigError>
+//!   { vocab, max_len, special: SpecialTokens { bos, eos, pad }, text: TextConfig,
+//!     image: ImageConfig::{Vit(VitConfig), Cnn { cnn, image_size }}, decoder: DecoderConfig { .., head: Head },
+//!     embed_dim, logit_scale_init, logit_scale_max }
+//! ModelConfig::init(&self, &mut rng) -> Result<Model, ConfigError>          Model: Params + Clone
+//!   Model::forward(&self, images: [B,3,H,W], tokens: [B,T], lengths: &[usize]) -> (ModelOutput, ModelCache)
+//!     ModelOutput { image_embeds: [B,E], text_embeds: [B,E], logit_scale: f32 (= exp), logits: [B,T-1,V] }
+//!   Model::backward(&self, &ModelOutputGrads { dimage_embeds, dtext_embeds, dlogit_scale, dlogits }, &cache, &mut grads)
+//!   Model::encode_images(images) -> (image_tokens: [B,N_img,C_img], image_embeds: [B,E])
+//!   Model::encode_texts(tokens, lengths) -> text_embeds: [B,E]
+//!   Model::config(), logit_scale_exp(), clamp_logit_scale()
+//! Decoder (model.decoder): logits(image_tokens, tokens: [B,T]) -> [B,T,V]
+//!   start(image_tokens) -> DecoderState; step(&mut state, tokens: [B,T_new]) -> [B,V] (after the last new token)
+//!   DecoderState::{len, batch, select(rows)}: reorder/duplicate rows (beam search)
+//! l2_normalize(x: [B,E]) -> (y, norms); l2_normalize_backward(dy, y, norms) -> dx
+//! save_weights(path, &model, &metadata) / load_weights(path, &mut model) -> metadata
+//! ```
+//!
+//! ## Shapes
+//! `B` batch, `T` caption tokens (`≤ max_len`), `V` vocabulary, `E` shared
+//! space, `C_text`/`C_img`/`C_dec` the widths of the text tower, the image
+//! tower and the decoder, `N_img` image tokens (`N + 1` for a ViT with CLS,
+//! `H'·W'` for a CNN), images `[B, C_in, H, W]`.
+//!
+//! ## References
+//! - Radford et al. 2021, "Learning Transferable Visual Models From Natural
+//!   Language Supervision" (CLIP); open_clip (`logit_scale`, its clamp).
+//! - Yu et al. 2022, "CoCa: Contrastive Captioners are Image-Text Foundation Models".
+//! - Press & Wolf 2017, "Using the Output Embedding to Improve Language Models" (tying).
+//! - Hugging Face safetensors: the file format.
 
+pub mod config;
+pub mod decoder;
+pub mod heads;
+pub mod image_encoder;
+pub mod model;
 pub mod safetensors;
+pub mod text_encoder;
 pub mod weights;
 
+pub use config::{
+    ConfigError, DecoderConfig, Head, ImageConfig, ModelConfig, SpecialTokens, TextConfig,
+};
+pub use decoder::{Decoder, DecoderCache, DecoderState};
+pub use heads::{L2_EPS, l2_normalize, l2_normalize_backward, projection};
+pub use image_encoder::{ImageEncoder, ImageEncoderCache, ImageOutput};
+pub use model::{Model, ModelCache, ModelOutput, ModelOutputGrads};
 pub use safetensors::{FormatError, Tensors};
+pub use text_encoder::{TextEncoder, TextEncoderCache};
 pub use weights::{MismatchReport, WeightsError, load_weights, save_weights, write_atomic};
+
+/// The gradient-check settings of this crate's tests.
+///
+/// A step `h = 1e-2` (as the attention crate uses): the losses here sum many
+/// f32 logits through softmaxes and LayerNorms, so they carry rounding noise
+/// near `1e-6` of their size, which a central difference over `2h` turns
+/// into a few `1e-4` of noise in the slope (seen on key biases, whose true
+/// gradient is exactly zero). `atol = 1e-3` sits above that noise; `rtol`
+/// stays at 1 %, so any dropped term or wrong factor on a real gradient
+/// still fails.
+#[cfg(test)]
+pub(crate) fn gradcheck() -> embedding::testing::GradCheck {
+    embedding::testing::GradCheck {
+        step: 1e-2,
+        atol: 1e-3,
+        ..Default::default()
+    }
+}
