@@ -12,3 +12,4 @@ cargo run --release -p tokenizer --example chapter
 cargo run --release -p embedding --example positions
 cargo run --release -p attention --example attention_figures
 cargo run --release -p model --example chapter
+cargo run --release -p model --example decoding

@@ -18,7 +18,15 @@
 //! - [`model`]: [`Model`], the whole forward and backward pass;
 //! - [`safetensors`]: the file format, read and written by hand;
 //! - [`weights`]: saving any [`embedding::Params`] module under its
-//!   PyTorch-style names, and loading with every name and shape checked.
+//!   PyTorch-style names, and loading with every name and shape checked;
+//! - [`generate`]: decoding strategies (greedy, temperature and top-k
+//!   sampling, beam search) over any model that predicts the next token;
+//! - [`zero_shot`]: zero-shot classification with prompt ensembling, and
+//!   retrieval ranking with recall@k;
+//! - [`checkpoint`]: a folder with the weights, the config (a versioned
+//!   `key = value` text format) and the tokenizer, checked on load;
+//! - [`caption`]: the strategies on the caption decoder, with the KV cache
+//!   ([`Captioner::caption`]) and without it.
 //!
 //! ## The batch
 //! `tokens: [B, T]` holds `<|bos|> caption <|eos|> <|pad|>…` per row and
@@ -61,25 +69,43 @@
 //! - Press & Wolf 2017, "Using the Output Embedding to Improve Language Models" (tying).
 //! - Hugging Face safetensors: the file format.
 
+pub mod caption;
+pub mod checkpoint;
 pub mod config;
 pub mod decoder;
+pub mod generate;
 pub mod heads;
 pub mod image_encoder;
 pub mod model;
 pub mod safetensors;
 pub mod text_encoder;
 pub mod weights;
+pub mod zero_shot;
 
+pub use caption::{CachedDecoder, Caption, Captioner, UncachedDecoder, decode};
+pub use checkpoint::{
+    CONFIG_FILE, CONFIG_FORMAT, Checkpoint, CheckpointError, ConfigSyntaxError, TOKENIZER_FILE,
+    WEIGHTS_FILE, WEIGHTS_VERSION, config_from_text, config_to_text, load_checkpoint, load_config,
+    save_checkpoint, save_config,
+};
 pub use config::{
     ConfigError, DecoderConfig, Head, ImageConfig, ModelConfig, SpecialTokens, TextConfig,
 };
 pub use decoder::{Decoder, DecoderCache, DecoderState};
+pub use generate::{
+    Beam, Bigram, Generated, GenerationConfig, NextToken, Sampling, Strategy, beam_search, greedy,
+    sample, sequence_log_prob,
+};
 pub use heads::{L2_EPS, l2_normalize, l2_normalize_backward, projection};
 pub use image_encoder::{ImageEncoder, ImageEncoderCache, ImageOutput};
 pub use model::{Model, ModelCache, ModelOutput, ModelOutputGrads};
 pub use safetensors::{FormatError, Tensors};
 pub use text_encoder::{TextEncoder, TextEncoderCache};
 pub use weights::{MismatchReport, WeightsError, load_weights, save_weights, write_atomic};
+pub use zero_shot::{
+    PROMPT_TEMPLATES, Ranked, ZeroShotClassifier, average_prompts, embed_texts, fill_template,
+    l2_normalize_rows, prompts, recall_at_k, similarity, tokenize_texts, top_k, zero_shot_probs,
+};
 
 /// The gradient-check settings of this crate's tests.
 ///

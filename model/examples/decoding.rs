@@ -1,0 +1,117 @@
+//! Writes the tables of "Using the model: generation, zero-shot, checkpoints".
+//!
+//! ```text
+//! cargo run --release -p model --example decoding
+//! ```
+//!
+//! writes, under `book/src/generated/model/`:
+//! - `bigram.md`: the toy bigram model [`Bigram::myopic`] as a table of
+//!   next-token probabilities;
+//! - `decoding.md`: what each decoding strategy makes of it: the sequence,
+//!   its probability under the model, and the strategy's score.
+
+use std::error::Error;
+use std::fmt::Write as _;
+use std::fs;
+use std::path::Path;
+
+use model::generate::log_softmax;
+use model::{Beam, Bigram, Generated, GenerationConfig, Sampling, beam_search, greedy, sample};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+// `\|`: a bare `|` would end the table cell, even inside backticks
+const WORDS: [&str; 6] = ["<\\|bos\\|>", "<\\|eos\\|>", "the", "a", "cat", "dog"];
+
+fn main() -> Result<(), Box<dyn Error>> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap(); // the workspace
+    let out_dir = root.join("book/src/generated/model");
+    fs::create_dir_all(&out_dir)?;
+    let model = Bigram::myopic();
+    fs::write(out_dir.join("bigram.md"), bigram_table(&model))?;
+    fs::write(out_dir.join("decoding.md"), decoding_table(&model))?;
+    Ok(())
+}
+
+/// The next-token probabilities, one row per previous token.
+fn bigram_table(model: &Bigram) -> String {
+    let mut md = String::from("| after ↓ / next → |");
+    for w in &WORDS[1..] {
+        write!(md, " `{w}` |").unwrap();
+    }
+    md.push_str("\n|---|");
+    md.push_str(&"---:|".repeat(WORDS.len() - 1));
+    md.push('\n');
+    for (prev, w) in WORDS.iter().enumerate() {
+        if prev == 1 {
+            continue; // nothing follows eos
+        }
+        let p = log_softmax(&model.logits.row(prev)).mapv(f32::exp);
+        write!(md, "| `{w}` |").unwrap();
+        for next in 1..WORDS.len() {
+            if p[next] > 0.0 {
+                write!(md, " {:.2} |", p[next]).unwrap();
+            } else {
+                md.push_str(" · |");
+            }
+        }
+        md.push('\n');
+    }
+    md
+}
+
+fn decoding_table(model: &Bigram) -> String {
+    let cfg = GenerationConfig {
+        bos: 0,
+        eos: 1,
+        max_new_tokens: 8,
+    };
+    let mut rows: Vec<(String, Generated)> = Vec::new();
+    rows.push(("greedy".into(), greedy(model, 0, &cfg)));
+    for (width, alpha) in [(1, 0.0), (2, 0.0), (3, 1.0)] {
+        let hyps = beam_search(
+            model,
+            0,
+            &cfg,
+            &Beam {
+                width,
+                length_penalty: alpha,
+            },
+        );
+        for (rank, h) in hyps.into_iter().enumerate() {
+            rows.push((format!("beam W={width}, α={alpha}, #{}", rank + 1), h));
+        }
+    }
+    let settings = [(1.0, None), (1.0, Some(2)), (0.5, None), (2.0, None)];
+    for (temperature, top_k) in settings {
+        let mut rng = StdRng::seed_from_u64(0);
+        let s = Sampling { temperature, top_k };
+        for draw in 0..3 {
+            let k = top_k.map_or(String::new(), |k| format!(", top-k={k}"));
+            rows.push((
+                format!("sample T={temperature}{k}, draw {}", draw + 1),
+                sample(model, 0, &cfg, &s, &mut rng),
+            ));
+        }
+    }
+
+    let mut md = String::from(
+        "| strategy | sequence | P(sequence) | log P | score |\n|---|---|---:|---:|---:|\n",
+    );
+    for (name, g) in rows {
+        let mut words: Vec<&str> = g.ids.iter().map(|&id| WORDS[id as usize]).collect();
+        if g.finished {
+            words.push(WORDS[1]);
+        }
+        writeln!(
+            md,
+            "| {name} | `{}` | {:.3} | {:.3} | {:.3} |",
+            words.join(" "),
+            g.log_prob.exp(),
+            g.log_prob,
+            g.score
+        )
+        .unwrap();
+    }
+    md
+}
