@@ -3,8 +3,58 @@
 //! The losses, the optimiser, the toy dataset and the training loop that
 //! turn the `model` crate's random weights into a model that matches images
 //! with captions and writes captions of its own.
+//!
+//! - [`loss`]: the symmetric contrastive loss (InfoNCE) and the captioning
+//!   loss (next-token cross-entropy), each with its gradient;
+//! - [`adamw`]: AdamW with decoupled weight decay and the rule of which
+//!   parameters decay; [`schedule`]: linear warmup then cosine decay;
+//!   [`clip`]: gradient clipping by global norm;
+//! - [`step`]: one training step, from a batch to updated weights;
+//! - [`data`]: the toy dataset (shapes, colours, sizes, regions; held-out
+//!   combinations) and its tokenizer; [`eval`]: zero-shot, retrieval and
+//!   captions on seen and held-out combinations; [`run`]: the training loop,
+//!   the run folder, checkpoints and resume; [`plot`]: the loss curve.
+//!
+//! ## Public API at a glance
+//! ```text
+//! contrastive_loss(image_embeds: [B,E], text_embeds: [B,E], scale = exp(logit_scale))
+//!   -> ContrastiveLoss { loss, dimage_embeds, dtext_embeds, dscale }
+//! caption_loss(logits: [B,T-1,V], tokens: [B,T], lengths: &[usize]) -> CaptionLoss { loss, dlogits, tokens }
+//! AdamW { beta1, beta2, eps, weight_decay } (Default: 0.9, 0.98, 1e-6, 0.1); no_decay(name) -> bool
+//! AdamWState::new(AdamW, &model) { config, exp_avg, exp_avg_sq, steps }; .step(&mut model, &grads, lr)
+//!   (Params: exp_avg.<name>, exp_avg_sq.<name>: checkpoint it with model::save_weights)
+//! Schedule { warmup, total, peak_lr, min_lr }.lr(step)
+//! clip_grad_norm(&mut grads, max_norm) -> norm before clipping; global_norm(&grads)
+//! Batch { images: [B,3,H,W], tokens: [B,T], lengths }; LossWeights { contrastive, caption } (Default 1, 2)
+//! train_step(&mut model, &mut grads, &mut opt, &batch, weights, step, &schedule, max_grad_norm: Option<f32>)
+//!   -> Result<StepStats { loss, contrastive, caption, grad_norm, lr, logit_scale }, StepError>
+//! ```
+//!
+//! ## Shapes
+//! `B` batch, `E` shared space, `T` caption tokens, `V` vocabulary.
+//!
+//! ## References
+//! - Radford et al. 2021 (CLIP): the symmetric contrastive loss, the learned temperature.
+//! - van den Oord et al. 2018, "Representation Learning with Contrastive Predictive Coding" (InfoNCE).
+//! - Yu et al. 2022 (CoCa): contrastive + captioning losses, weights 1 and 2 (open_clip).
+//! - Loshchilov & Hutter 2019, "Decoupled Weight Decay Regularization" (AdamW);
+//!   Loshchilov & Hutter 2017, "SGDR" (cosine schedule).
 
+pub mod adamw;
+pub mod clip;
 pub mod data;
 pub mod eval;
+pub mod loss;
+pub mod plot;
+pub mod run;
+pub mod schedule;
+pub mod step;
 
-pub use data::{Batch, Tokens, ToyData};
+pub use adamw::{AdamW, AdamWState, no_decay};
+pub use clip::{clip_grad_norm, global_norm};
+pub use data::{Tokens, ToyData};
+pub use eval::{EvalConfig, EvalReport, evaluate};
+pub use loss::{CaptionLoss, ContrastiveLoss, caption_loss, contrastive_loss};
+pub use run::{Encoder, ModelSize, RunConfig, RunError};
+pub use schedule::Schedule;
+pub use step::{Batch, LossWeights, StepError, StepStats, train_step};
