@@ -10,6 +10,7 @@ pub mod toy;
 
 pub use toy::{Colour, IMAGE_SIZE, Object, Position, Relation, Scene, Shape, Size};
 
+pub use crate::step::Batch;
 use model::{ModelConfig, SpecialTokens};
 use ndarray::{Array2, Array4, s};
 use rand::rngs::StdRng;
@@ -43,19 +44,6 @@ impl Scene {
             }
         }
     }
-}
-
-/// A batch in the model's convention.
-///
-/// # Shapes
-/// - `images: [B, 3, 32, 32]`
-/// - `tokens: [B, T]`: `<|bos|> caption <|eos|> <|pad|>…`, `T` the longest row
-/// - `lengths: [B]`: `<|bos|>` to `<|eos|>` inclusive
-#[derive(Debug, Clone, PartialEq)]
-pub struct Batch {
-    pub images: Array4<f32>,
-    pub tokens: Array2<u32>,
-    pub lengths: Vec<usize>,
 }
 
 /// The SplitMix64 finaliser: mixes a seed and a step into one well-spread
