@@ -542,14 +542,20 @@ pub fn train(
                     stream: 1,
                 },
             );
-            bar.println(format!(
+            let line = format!(
                 "step {}: held-out zero-shot {:.1}%, caption exact {:.1}%; seen {:.1}% / {:.1}%",
                 state.step,
                 100.0 * report.held_out.zero_shot.exact,
                 100.0 * report.held_out.caption.exact,
                 100.0 * report.seen.zero_shot.exact,
                 100.0 * report.seen.caption.exact,
-            ));
+            );
+            // a hidden bar (no terminal) drops println: print the line plainly
+            match progress {
+                Progress::Bar if bar.is_hidden() => eprintln!("{line}"),
+                Progress::Bar => bar.println(line),
+                Progress::Quiet => {}
+            }
             state.history.evals.push(EvalRecord {
                 step: state.step,
                 report,
