@@ -22,10 +22,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let first = metrics.history.steps.first().map_or(f32::NAN, |r| r.loss);
     let last = metrics.history.steps.last().map_or(f32::NAN, |r| r.loss);
     let mut md = format!(
-        "Run: `cargo run --release -p train` — {:?} image tower, {} parameters, {} steps of {} images, \
+        "Run: `cargo run --release -p train` — {} image tower, {} parameters, {} steps of {} images, \
          peak learning rate {} ({} warmup steps, cosine to {}), loss weights contrastive {} / caption {}, seed {}. \
-         Training took {:.0} s on the machine that measured it; the loss went from {:.3} to {:.3}.\n\n",
-        c.encoder,
+         Training, with its periodic evaluations and checkpoints, took {:.0} s on the machine that measured it; the loss went from {:.3} to {:.3}.\n\n",
+        format!("{:?}", c.encoder).to_lowercase(),
         metrics.parameters,
         metrics.steps_done,
         c.batch_size,
