@@ -28,6 +28,10 @@
 //! Batch { images: [B,3,H,W], tokens: [B,T], lengths }; LossWeights { contrastive, caption } (Default 1, 2)
 //! train_step(&mut model, &mut grads, &mut opt, &batch, weights, step, &schedule, max_grad_norm: Option<f32>)
 //!   -> Result<StepStats { loss, contrastive, caption, grad_norm, lr, logit_scale }, StepError>
+//! ToyData { seed, two_object }: .batch(step, B, &Tokens::new(&tokenizer, &config)) -> Batch (pure in seed, step)
+//!   .train_tokenizer(), training_objects(), held_out_objects(); Scene::{caption, parse, render}; HELD_OUT
+//! evaluate(&model, &tokenizer, &data, &EvalConfig) -> EvalReport { seen, held_out }; .table()
+//! run::{start, open, train, finish, eval_run, save_state, load_state}; RunConfig (Default: the default run)
 //! ```
 //!
 //! ## Shapes
