@@ -132,9 +132,9 @@ fn architecture(config: &ModelConfig) -> String {
 
     // image tower and head
     svg.node(
-        170.0,
+        160.0,
         30.0,
-        150.0,
+        140.0,
         66.0,
         blue,
         &[
@@ -143,46 +143,46 @@ fn architecture(config: &ModelConfig) -> String {
             "or CNN (pooled = mean)",
         ],
     );
-    svg.arrow(&[(130.0, 63.0), (168.0, 63.0)], None);
+    svg.arrow(&[(130.0, 63.0), (158.0, 63.0)], None);
     svg.node(
-        400.0,
+        395.0,
         40.0,
-        120.0,
+        132.0,
         46.0,
         blue,
         &["image_projection", &format!("[{e}, {c_img}]")],
     );
     svg.arrow(
-        &[(320.0, 63.0), (398.0, 63.0)],
-        Some((&format!("pooled [B, {c_img}]"), 360.0, 56.0)),
+        &[(300.0, 63.0), (393.0, 63.0)],
+        Some((&format!("pooled [B, {c_img}]"), 346.0, 56.0)),
     );
     svg.node(560.0, 40.0, 70.0, 46.0, blue, &["L2", "normalise"]);
-    svg.arrow(&[(520.0, 63.0), (558.0, 63.0)], None);
+    svg.arrow(&[(527.0, 63.0), (558.0, 63.0)], None);
 
     // text tower and head
     svg.node(
-        170.0,
+        160.0,
         190.0,
-        150.0,
+        140.0,
         66.0,
         green,
         &["text encoder", "causal blocks", "vector at <|eos|>"],
     );
-    svg.arrow(&[(130.0, 223.0), (168.0, 223.0)], None);
+    svg.arrow(&[(130.0, 223.0), (158.0, 223.0)], None);
     svg.node(
-        400.0,
+        395.0,
         200.0,
-        120.0,
+        132.0,
         46.0,
         green,
         &["text_projection", &format!("[{e}, {c_text}]")],
     );
     svg.arrow(
-        &[(320.0, 223.0), (398.0, 223.0)],
-        Some((&format!("pooled [B, {c_text}]"), 375.0, 240.0)),
+        &[(300.0, 223.0), (393.0, 223.0)],
+        Some((&format!("pooled [B, {c_text}]"), 346.0, 216.0)),
     );
     svg.node(560.0, 200.0, 70.0, 46.0, green, &["L2", "normalise"]);
-    svg.arrow(&[(520.0, 223.0), (558.0, 223.0)], None);
+    svg.arrow(&[(527.0, 223.0), (558.0, 223.0)], None);
 
     // the shared space and the contrastive loss
     svg.loss(
@@ -206,14 +206,14 @@ fn architecture(config: &ModelConfig) -> String {
         Some((&format!("text_embeds [B, {e}]"), 700.0, 240.0)),
     );
     svg.node(
-        530.0,
+        520.0,
         120.0,
-        110.0,
+        130.0,
         46.0,
         grey,
         &["logit_scale", "ln(1/0.07), ≤ ln 100"],
     );
-    svg.arrow(&[(640.0, 143.0), (668.0, 143.0)], None);
+    svg.arrow(&[(650.0, 143.0), (668.0, 143.0)], None);
 
     // the decoder
     svg.node(
@@ -236,23 +236,25 @@ fn architecture(config: &ModelConfig) -> String {
     // image tokens into every block's cross-attention
     svg.arrow(
         &[
-            (245.0, 96.0),
-            (245.0, 150.0),
-            (350.0, 150.0),
-            (350.0, 308.0),
+            (175.0, 96.0),
+            (175.0, 150.0),
+            (145.0, 150.0),
+            (145.0, 285.0),
+            (230.0, 285.0),
+            (230.0, 308.0),
         ],
         None,
     );
     svg.text(
-        356.0,
-        280.0,
+        240.0,
+        282.0,
         10.5,
         "start",
         &format!("image tokens [B, {n_img}, {c_img}]"),
     );
     svg.text(
-        356.0,
-        294.0,
+        240.0,
+        296.0,
         10.5,
         "start",
         "(keys and values of cross-attention)",

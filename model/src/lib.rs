@@ -36,6 +36,30 @@
 //! `tokens[:, ..T−1]`; its logits at position `t` score `tokens[:, t + 1]`,
 //! and the captioning loss ignores padding targets.
 //!
+//! ```
+//! use embedding::Params;
+//! use model::{ModelConfig, ModelOutputGrads};
+//! use ndarray::{Array4, array};
+//! use rand::SeedableRng;
+//!
+//! let config = ModelConfig::micro(12); // bos 9, eos 10, pad 11
+//! let model = config.init(&mut rand::rngs::StdRng::seed_from_u64(0))?;
+//! let images = Array4::<f32>::zeros((2, 3, 8, 8)); // [B, C_in, H, W]
+//! let tokens = array![[9, 1, 2, 10, 11], [9, 3, 4, 5, 10]]; // [B, T]
+//! let (out, cache) = model.forward(&images, &tokens, &[4, 5]);
+//! assert_eq!(out.text_embeds.dim(), (2, config.embed_dim)); // unit rows in the shared space
+//! assert_eq!(out.logits.dim(), (2, 4, 12)); // [B, T − 1, V]
+//!
+//! // a loss would supply these; here: only the first caption's first logit matters
+//! let mut dout = ModelOutputGrads::zeros_like(&out);
+//! dout.dlogits[[0, 0, 1]] = 1.0;
+//! let mut grads = model.zeros_like();
+//! model.backward(&dout, &cache, &mut grads);
+//! let dwte = &grads.decoder.token_embedding.weight; // tied: the head's and the lookup's share
+//! assert!(dwte.iter().any(|&g| g != 0.0));
+//! # Ok::<(), model::ConfigError>(())
+//! ```
+//!
 //! ## Public API at a glance
 //! ```text
 //! ModelConfig::tiny(vocab) | ModelConfig::micro(vocab); .validate() -> Result<(), ConfigError>
