@@ -6,7 +6,9 @@
 //!
 //! - `generation/cached`: [`Decoder::start`] (the image's cross-attention
 //!   keys and values, once) then `L` one-token steps;
-//! - `generation/uncached`: `L` full decoder passes over the growing prefix.
+//! - `generation/uncached`: `L` full decoder passes over the growing prefix;
+//! - `generation/cached_batched`: `B` images at once ([`model::greedy_batched`]),
+//!   throughput in tokens of all captions together.
 //!
 //! Throughput is in tokens, so criterion's elements/s is tokens per second
 //! and the time per token is the mean time divided by `L`. Run with
@@ -17,30 +19,39 @@
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use model::{CachedDecoder, GenerationConfig, ModelConfig, UncachedDecoder, greedy};
+use model::{
+    CachedDecoder, GenerationConfig, ModelConfig, UncachedDecoder, greedy, greedy_batched,
+};
 use ndarray::Array4;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 const VOCAB: usize = 512;
-/// Caption lengths: the cached cost grows linearly in `L`, the uncached
-/// one quadratically.
-const LENGTHS: [usize; 3] = [4, 8, 15];
+/// `(max_len, L)`: caption lengths at the tiny config (captions up to 16
+/// tokens, so at most 15 generated), and one longer run with the position
+/// tables stretched to 64, where the uncached path's quadratic cost shows.
+const RUNS: [(usize, usize); 4] = [(16, 4), (16, 8), (16, 15), (64, 60)];
 
 fn generation(c: &mut Criterion) {
-    let config = ModelConfig::tiny(VOCAB);
-    let mut rng = StdRng::seed_from_u64(0);
-    let model = config.init(&mut rng).expect("the tiny config is valid");
-    let image = Array4::from_shape_fn((1, 3, 32, 32), |_| rng.random_range(-1.0f32..1.0));
-    let (image_tokens, _) = model.encode_images(&image); // [1, N_img, C_img]
-
-    for len in LENGTHS {
+    for (max_len, len) in RUNS {
+        let config = ModelConfig {
+            max_len,
+            ..ModelConfig::tiny(VOCAB)
+        };
+        let mut rng = StdRng::seed_from_u64(0);
+        let model = config.init(&mut rng).expect("the tiny config is valid");
+        let image = Array4::from_shape_fn((1, 3, 32, 32), |_| rng.random_range(-1.0f32..1.0));
+        let (image_tokens, _) = model.encode_images(&image); // [1, N_img, C_img]
         let gen_config = GenerationConfig {
             bos: config.special.bos,
             eos: u32::MAX, // never produced: always `len` steps
             max_new_tokens: len,
         };
-        let id = BenchmarkId::from_parameter(format!("tiny_L{len}"));
+        let id = match max_len {
+            16 => format!("tiny_L{len}"),
+            _ => format!("tiny_maxlen{max_len}_L{len}"),
+        };
+        let id = BenchmarkId::from_parameter(id);
 
         let mut group = c.benchmark_group("generation/cached");
         group.throughput(Throughput::Elements(len as u64));
@@ -64,6 +75,29 @@ fn generation(c: &mut Criterion) {
         group.bench_function(id, |b| {
             b.iter(|| greedy(black_box(&uncached), Vec::new(), &gen_config))
         });
+        group.finish();
+    }
+
+    // the cached path for a batch of images at once: per token, each matrix
+    // product's fixed cost is shared by `B` rows
+    let config = ModelConfig::tiny(VOCAB);
+    let mut rng = StdRng::seed_from_u64(0);
+    let model = config.init(&mut rng).expect("the tiny config is valid");
+    for batch in [1, 16] {
+        let images = Array4::from_shape_fn((batch, 3, 32, 32), |_| rng.random_range(-1.0f32..1.0));
+        let (image_tokens, _) = model.encode_images(&images);
+        let len = config.max_len - 1;
+        let gen_config = GenerationConfig {
+            bos: config.special.bos,
+            eos: u32::MAX,
+            max_new_tokens: len,
+        };
+        let mut group = c.benchmark_group("generation/cached_batched");
+        group.throughput(Throughput::Elements((batch * len) as u64)); // tokens
+        group.bench_function(
+            BenchmarkId::from_parameter(format!("tiny_B{batch}_L{len}")),
+            |b| b.iter(|| greedy_batched(&model.decoder, black_box(&image_tokens), &gen_config)),
+        );
         group.finish();
     }
 }

@@ -8,7 +8,11 @@
 //! - `bigram.md`: the toy bigram model [`Bigram::myopic`] as a table of
 //!   next-token probabilities;
 //! - `decoding.md`: what each decoding strategy makes of it: the sequence,
-//!   its probability under the model, and the strategy's score.
+//!   its probability under the model, and the strategy's score;
+//! - `config_tiny.txt`: the tiny config in the checkpoint's text format;
+//! - `checkpoint_errors.md`: the error a micro checkpoint gives when it is
+//!   broken in each of several ways (paths relative to a scratch folder, so
+//!   the output does not depend on the machine).
 
 use std::error::Error;
 use std::fmt::Write as _;
@@ -16,9 +20,13 @@ use std::fs;
 use std::path::Path;
 
 use model::generate::log_softmax;
-use model::{Beam, Bigram, Generated, GenerationConfig, Sampling, beam_search, greedy, sample};
+use model::{
+    Beam, Bigram, CONFIG_FILE, Generated, GenerationConfig, ModelConfig, Sampling, TOKENIZER_FILE,
+    WEIGHTS_FILE, beam_search, config_to_text, greedy, load_checkpoint, sample, save_checkpoint,
+};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
+use tokenizer::Tokenizer;
 
 // `\|`: a bare `|` would end the table cell, even inside backticks
 const WORDS: [&str; 6] = ["<\\|bos\\|>", "<\\|eos\\|>", "the", "a", "cat", "dog"];
@@ -30,7 +38,87 @@ fn main() -> Result<(), Box<dyn Error>> {
     let model = Bigram::myopic();
     fs::write(out_dir.join("bigram.md"), bigram_table(&model))?;
     fs::write(out_dir.join("decoding.md"), decoding_table(&model))?;
+    fs::write(
+        out_dir.join("config_tiny.txt"),
+        config_to_text(&ModelConfig::tiny(4099)),
+    )?;
+    fs::write(out_dir.join("checkpoint_errors.md"), checkpoint_errors()?)?;
     Ok(())
+}
+
+/// Saves a micro checkpoint, breaks it one way at a time, and tabulates the
+/// error each breakage gives.
+fn checkpoint_errors() -> Result<String, Box<dyn Error>> {
+    let scratch = std::env::temp_dir().join(format!("model-example-{}", std::process::id()));
+    fs::create_dir_all(&scratch)?;
+    std::env::set_current_dir(&scratch)?; // errors then name `checkpoint/...`
+    let dir = Path::new("checkpoint");
+    let corpus = ["a red circle", "a blue square"];
+    let specials = [tokenizer::BOS, tokenizer::EOS, tokenizer::PAD];
+    let tok = Tokenizer::train_lines(corpus, 260)?.with_special_tokens(&specials)?;
+    let model = ModelConfig::micro(tok.vocab_size()).init(&mut StdRng::seed_from_u64(0))?;
+    let config_text = config_to_text(model.config());
+
+    type Breakage = Box<dyn Fn(&Path) -> std::io::Result<()>>;
+    let cases: Vec<(&str, Breakage)> = vec![
+        ("nothing", Box::new(|_| Ok(()))),
+        (
+            "`tokenizer.txt` deleted",
+            Box::new(|d| fs::remove_file(d.join(TOKENIZER_FILE))),
+        ),
+        (
+            "`model.safetensors` cut in half",
+            Box::new(|d| {
+                let bytes = fs::read(d.join(WEIGHTS_FILE))?;
+                fs::write(d.join(WEIGHTS_FILE), &bytes[..bytes.len() / 2])
+            }),
+        ),
+        (
+            "`text.width = eight` in `config.txt`",
+            Box::new({
+                let t = config_text.replace("text.width = 8", "text.width = eight");
+                move |d| fs::write(d.join(CONFIG_FILE), &t)
+            }),
+        ),
+        (
+            "`text.n_head = 3` in `config.txt`",
+            Box::new({
+                let t = config_text.replace("text.n_head = 2", "text.n_head = 3");
+                move |d| fs::write(d.join(CONFIG_FILE), &t)
+            }),
+        ),
+        (
+            "`decoder.mlp_hidden = 24` in `config.txt` (the weights have 16)",
+            Box::new({
+                let t = config_text.replace("decoder.mlp_hidden = 16", "decoder.mlp_hidden = 24");
+                move |d| fs::write(d.join(CONFIG_FILE), &t)
+            }),
+        ),
+        (
+            "a tokenizer with one merge fewer",
+            Box::new(move |d| {
+                let small = Tokenizer::train_lines(corpus, 259)
+                    .and_then(|t| t.with_special_tokens(&specials))
+                    .map_err(std::io::Error::other)?;
+                fs::write(d.join(TOKENIZER_FILE), small.to_text())
+            }),
+        ),
+    ];
+
+    let mut md = String::from("| broken | `load_checkpoint` says |\n|---|---|\n");
+    for (what, breakage) in cases {
+        let _ = fs::remove_dir_all(dir);
+        save_checkpoint(dir, &model, &tok)?;
+        breakage(dir)?;
+        let outcome = match load_checkpoint(dir) {
+            Ok(_) => "loads".to_string(),
+            Err(e) => e.to_string(),
+        };
+        writeln!(md, "| {what} | {} |", outcome.replace('|', "\\|")).unwrap();
+    }
+    std::env::set_current_dir(std::env::temp_dir())?;
+    fs::remove_dir_all(&scratch)?;
+    Ok(md)
 }
 
 /// The next-token probabilities, one row per previous token.

@@ -12,15 +12,16 @@
 //! Both paths implement [`NextToken`] for one image at a time, so every
 //! strategy (greedy, sampling, beam search) runs unchanged on either.
 
-use ndarray::{Array1, Array2, ArrayRef4, ArrayView3, Axis, s};
-use rand::SeedableRng;
+use ndarray::{Array1, Array2, ArrayRef3, ArrayRef4, ArrayView3, Axis, s};
 use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use tokenizer::Tokenizer;
 
 use crate::Model;
 use crate::decoder::{Decoder, DecoderState};
 use crate::generate::{
-    Generated, GenerationConfig, NextToken, Strategy, beam_search, greedy, sample,
+    Generated, GenerationConfig, NextToken, Strategy, argmax, beam_search, greedy, log_softmax,
+    sample,
 };
 
 // ANCHOR: cached
@@ -176,6 +177,25 @@ impl<'a> Captioner<'a> {
             .collect()
     }
 
+    /// Greedy captions for all images at once with [`greedy_batched`]: the
+    /// same captions as `caption(images, &Strategy::Greedy)`, with each
+    /// matrix product serving `B` rows instead of one.
+    ///
+    /// # Panics
+    /// If the images do not have the configured channels and size.
+    #[track_caller]
+    pub fn caption_greedy_batched(&self, images: &ArrayRef4<f32>) -> Vec<Caption> {
+        let (image_tokens, _) = self.model.encode_images(images); // [B, N_img, C_img]
+        greedy_batched(
+            &self.model.decoder,
+            &image_tokens,
+            &self.generation_config(),
+        )
+        .into_iter()
+        .map(|g| self.finish(g))
+        .collect()
+    }
+
     fn finish(&self, g: Generated) -> Caption {
         // ids come from logits over the model's vocabulary, the tokenizer's
         let bytes = self.tokenizer.decode_bytes(&g.ids).unwrap_or_default();
@@ -196,19 +216,62 @@ fn rng_for(strategy: &Strategy) -> StdRng {
     }
 }
 
+// ANCHOR: batched_greedy
+/// Greedy decoding of a batch with the KV cache: each decoder step feeds the
+/// next token of every sequence as one `[B, 1]` batch. A finished sequence
+/// keeps being fed (its `eos`, then its argmaxes) until all are done; what it
+/// produces after `eos` is ignored. Row `b` equals [`greedy`] on image `b`
+/// alone.
+///
+/// # Shapes
+/// - `image_tokens: [B, N_img, C_img]` → `B` sequences
+///
+/// # Panics
+/// If `cfg.max_new_tokens` exceeds `max_len − 1` of the decoder.
+#[track_caller]
+pub fn greedy_batched(
+    decoder: &Decoder,
+    image_tokens: &ArrayRef3<f32>,
+    cfg: &GenerationConfig,
+) -> Vec<Generated> {
+    let batch = image_tokens.dim().0;
+    let mut state = decoder.start(image_tokens);
+    let mut out = vec![Generated::default(); batch];
+    let mut next = Array2::from_elem((batch, 1), cfg.bos); // [B, 1]
+    for _ in 0..cfg.max_new_tokens {
+        let logits = decoder.step(&mut state, &next); // [B, V]
+        for (b, row) in logits.rows().into_iter().enumerate() {
+            let logp = log_softmax(&row);
+            let token = argmax(&logp) as u32;
+            if !out[b].finished {
+                out[b].push(token, logp[token as usize], cfg.eos);
+            }
+            next[[b, 0]] = token;
+        }
+        if out.iter().all(|g| g.finished) {
+            break;
+        }
+    }
+    for g in &mut out {
+        g.score = g.log_prob;
+    }
+    out
+}
+// ANCHOR_END: batched_greedy
+
 // ANCHOR: decode
 /// Runs `strategy` on `model` from `state`: the one place that maps a
-/// [`Strategy`] value to its function.
+/// [`Strategy`] value to its function. `rng` is used by sampling only.
 ///
 /// # Panics
 /// If a beam width or top-k is 0.
 #[track_caller]
-pub fn decode<M: NextToken>(
+pub fn decode<M: NextToken, R: Rng + ?Sized>(
     model: &M,
     state: M::State,
     cfg: &GenerationConfig,
     strategy: &Strategy,
-    rng: &mut StdRng,
+    rng: &mut R,
 ) -> Generated {
     match strategy {
         Strategy::Greedy => greedy(model, state, cfg),
@@ -233,12 +296,21 @@ mod tests {
     /// few images. The decoder's logits are scaled up so the random model
     /// has clear preferences (no near-ties that rounding could flip).
     fn setup(max_len: usize) -> (Model, Tokenizer, Array4<f32>) {
+        setup_with_eos(max_len, None)
+    }
+
+    /// As [`setup`], with another token playing `<|eos|>` (the weights do
+    /// not depend on which id it is).
+    fn setup_with_eos(max_len: usize, eos: Option<u32>) -> (Model, Tokenizer, Array4<f32>) {
         let tokenizer = Tokenizer::train_lines(["a red circle", "a blue square"], 260)
             .unwrap()
             .with_special_tokens(&[tokenizer::BOS, tokenizer::EOS, tokenizer::PAD])
             .unwrap();
         let mut config = ModelConfig::micro(tokenizer.vocab_size());
         config.max_len = max_len;
+        if let Some(eos) = eos {
+            config.special.eos = eos;
+        }
         let mut model = config.init(&mut StdRng::seed_from_u64(5)).unwrap();
         model.decoder.token_embedding.weight *= 20.0;
         let images = Array4::from_shape_fn((3, 3, 8, 8), |(b, c, h, w)| {
@@ -353,6 +425,37 @@ mod tests {
             };
             let lp = sequence_log_prob(&uncached, Vec::new(), &cfg, &c.ids, c.finished);
             assert!((lp - c.log_prob).abs() < 1e-3, "{lp} vs {}", c.log_prob);
+        }
+    }
+
+    #[test]
+    fn batched_greedy_equals_one_image_at_a_time() {
+        // make a token that some caption first emits after its start the
+        // end token, so that captions finish at different steps
+        let (model, tokenizer, images) = setup(8);
+        let first = Captioner::new(&model, &tokenizer).caption(&images, &Strategy::Greedy);
+        let (img, at) = (0..first.len())
+            .flat_map(|b| (1..first[b].ids.len()).map(move |i| (b, i)))
+            .find(|&(b, i)| !first[b].ids[..i].contains(&first[b].ids[i]))
+            .expect("some caption changes token");
+        let eos = first[img].ids[at];
+        assert!(eos < 260, "an ordinary token, not bos or pad");
+        for (max_len, eos) in [(4, None), (8, None), (8, Some(eos))] {
+            let (model, tokenizer, images) = setup_with_eos(max_len, eos);
+            let captioner = Captioner::new(&model, &tokenizer);
+            let one_by_one = captioner.caption(&images, &Strategy::Greedy);
+            let batched = captioner.caption_greedy_batched(&images);
+            for (a, b) in one_by_one.iter().zip(&batched) {
+                assert_eq!((&a.ids, a.finished, &a.text), (&b.ids, b.finished, &b.text));
+                assert!((a.log_prob - b.log_prob).abs() < 1e-3);
+            }
+            if eos.is_some() {
+                assert!(batched[img].finished && batched[img].ids.len() == at);
+                assert!(
+                    batched.iter().any(|c| c.ids.len() > 1),
+                    "all finished together"
+                );
+            }
         }
     }
 }

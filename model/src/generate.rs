@@ -53,8 +53,8 @@ pub struct GenerationConfig {
     pub max_new_tokens: usize,
 }
 
-/// One generated sequence.
-#[derive(Debug, Clone, PartialEq)]
+/// One generated sequence (`default()`: empty, unfinished, log-probability 0).
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Generated {
     /// The tokens generated, without `bos` and `eos`.
     pub ids: Vec<u32>,
@@ -272,7 +272,7 @@ pub fn beam_search<M: NextToken>(
         // 1. the next-token log-probabilities of every live prefix
         let mut states = Vec::with_capacity(live.len());
         let mut candidates = Vec::new(); // (beam, token, log_prob of the extension)
-        for (b, (prefix, state, last)) in live.iter_mut().enumerate() {
+        for (b, (prefix, state, last)) in live.iter().enumerate() {
             let mut state = state.clone();
             let logp = log_softmax(&model.step(&mut state, *last));
             for (token, &lp) in logp.iter().enumerate() {
@@ -353,16 +353,12 @@ pub enum Strategy {
 
 impl Generated {
     fn empty() -> Self {
-        Generated {
-            ids: Vec::new(),
-            finished: false,
-            log_prob: 0.0,
-            score: 0.0,
-        }
+        Generated::default()
     }
 
-    /// Appends `token` with its log-probability; `eos` finishes instead.
-    fn push(&mut self, token: u32, log_prob: f32, eos: u32) {
+    /// Appends `token` with its log-probability to `log_prob`; `eos`
+    /// finishes the sequence instead of joining `ids`.
+    pub fn push(&mut self, token: u32, log_prob: f32, eos: u32) {
         self.log_prob += log_prob;
         if token == eos {
             self.finished = true;

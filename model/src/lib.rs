@@ -78,6 +78,18 @@
 //!   DecoderState::{len, batch, select(rows)}: reorder/duplicate rows (beam search)
 //! l2_normalize(x: [B,E]) -> (y, norms); l2_normalize_backward(dy, y, norms) -> dx
 //! save_weights(path, &model, &metadata) / load_weights(path, &mut model) -> metadata
+//!
+//! trait NextToken { type State: Clone; fn step(&self, &mut State, token) -> logits [V] }
+//!   greedy(model, state, &GenerationConfig { bos, eos, max_new_tokens }) -> Generated
+//!   sample(.., &Sampling { temperature, top_k }, &mut rng) -> Generated
+//!   beam_search(.., &Beam { width, length_penalty }) -> Vec<Generated> (best first)
+//!   Generated { ids, finished, log_prob, score }; Bigram (a toy NextToken)
+//! CachedDecoder { decoder } | UncachedDecoder { decoder, image_tokens }: NextToken
+//! Captioner::new(&model, &tokenizer).caption(images, &Strategy) -> Vec<Caption { ids, text, .. }>
+//!   (caption_uncached: the same without the KV cache; caption_greedy_batched: all images per step)
+//! ZeroShotClassifier::new(&model, &tokenizer, classes, templates); .classify(&model, images) -> [B,K]
+//!   top_k(&similarity(a, b), k) -> Vec<Vec<Ranked { index, score }>>; recall_at_k(..)
+//! save_checkpoint(dir, &model, &tokenizer); load_checkpoint(dir) -> Result<Checkpoint, CheckpointError>
 //! ```
 //!
 //! ## Shapes
@@ -106,7 +118,7 @@ pub mod text_encoder;
 pub mod weights;
 pub mod zero_shot;
 
-pub use caption::{CachedDecoder, Caption, Captioner, UncachedDecoder, decode};
+pub use caption::{CachedDecoder, Caption, Captioner, UncachedDecoder, decode, greedy_batched};
 pub use checkpoint::{
     CONFIG_FILE, CONFIG_FORMAT, Checkpoint, CheckpointError, ConfigSyntaxError, TOKENIZER_FILE,
     WEIGHTS_FILE, WEIGHTS_VERSION, config_from_text, config_to_text, load_checkpoint, load_config,
@@ -117,8 +129,8 @@ pub use config::{
 };
 pub use decoder::{Decoder, DecoderCache, DecoderState};
 pub use generate::{
-    Beam, Bigram, Generated, GenerationConfig, NextToken, Sampling, Strategy, beam_search, greedy,
-    sample, sequence_log_prob,
+    Beam, Bigram, Generated, GenerationConfig, NextToken, Sampling, Strategy, argmax, beam_search,
+    greedy, log_softmax, sample, sample_index, sampling_probs, sequence_log_prob,
 };
 pub use heads::{L2_EPS, l2_normalize, l2_normalize_backward, projection};
 pub use image_encoder::{ImageEncoder, ImageEncoderCache, ImageOutput};
