@@ -1,0 +1,122 @@
+//! The whole training step at the tiny config, batch 64: forward, both
+//! losses, backward, clipping, AdamW and the clamp, with the ViT and with
+//! the CNN image tower; and the step's own parts (the losses, the
+//! optimiser), to see where the time goes.
+//!
+//! Run with `cargo bench -p train`; throughput is in images (pairs) per
+//! second. `tools/pytorch_step.py` times PyTorch eager's step for the same
+//! model.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use embedding::{Params, init};
+use model::{ImageConfig, Model, ModelConfig};
+use ndarray::Array2;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use train::{
+    AdamW, AdamWState, Batch, LossWeights, Schedule, caption_loss, contrastive_loss, train_step,
+};
+
+/// A vocabulary the size of the toy dataset's tokenizer (as the model crate's bench).
+const VOCAB: usize = 512;
+
+/// `cargo test --benches` runs every bench once, unoptimised, as a smoke
+/// test; `cargo bench` passes `--bench`. Only the real run gets real sizes.
+fn smoke_test() -> bool {
+    !std::env::args().any(|a| a == "--bench")
+}
+
+/// `batch` random images and captions of mixed lengths (6..=T tokens).
+fn batch_of(batch: usize, config: &ModelConfig) -> Batch {
+    let mut rng = StdRng::seed_from_u64(1);
+    let side = config.image.image_size();
+    let images = init::normal((batch, 3, side, side), 1.0, &mut rng);
+    let t = config.max_len;
+    let lengths: Vec<usize> = (0..batch).map(|b| 6 + b % (t - 5)).collect();
+    let special = config.special;
+    let tokens = Array2::from_shape_fn((batch, t), |(b, i)| match i {
+        0 => special.bos,
+        i if i + 1 == lengths[b] => special.eos,
+        i if i >= lengths[b] => special.pad,
+        i => ((b * 31 + i * 7) % 300) as u32,
+    });
+    Batch {
+        images,
+        tokens,
+        lengths,
+    }
+}
+
+const SCHEDULE: Schedule = Schedule {
+    warmup: 100,
+    total: 1000,
+    peak_lr: 1e-3,
+    min_lr: 1e-5,
+};
+
+fn step_benches(c: &mut Criterion) {
+    let batch_size = if smoke_test() { 2 } else { 64 };
+    for (tower, image) in [
+        ("vit", ImageConfig::tiny_vit()),
+        ("cnn", ImageConfig::tiny_cnn()),
+    ] {
+        let config = ModelConfig {
+            image,
+            ..ModelConfig::tiny(VOCAB)
+        };
+        let mut model: Model = config.init(&mut StdRng::seed_from_u64(0)).unwrap();
+        let batch = batch_of(batch_size, &config);
+        let id = BenchmarkId::from_parameter(format!("{tower}_B{batch_size}"));
+        let mut grads = model.zeros_like();
+        let mut opt = AdamWState::new(AdamW::default(), &model);
+
+        let mut group = c.benchmark_group("train/step");
+        group
+            .sample_size(20)
+            .measurement_time(Duration::from_secs(8));
+        group.throughput(Throughput::Elements(batch_size as u64));
+        let mut step = 0;
+        group.bench_function(id.clone(), |b| {
+            b.iter(|| {
+                let stats = train_step(
+                    &mut model,
+                    &mut grads,
+                    &mut opt,
+                    black_box(&batch),
+                    LossWeights::default(),
+                    step,
+                    &SCHEDULE,
+                    Some(1.0),
+                )
+                .unwrap();
+                step += 1;
+                stats
+            })
+        });
+        group.finish();
+
+        // the step's parts that live in this crate
+        let (out, _) = model.forward(&batch.images, &batch.tokens, &batch.lengths);
+        let mut group = c.benchmark_group("train/losses");
+        group.throughput(Throughput::Elements(batch_size as u64));
+        group.bench_function(id.clone(), |b| {
+            b.iter(|| {
+                let con = contrastive_loss(&out.image_embeds, &out.text_embeds, out.logit_scale);
+                let cap = caption_loss(&out.logits, &batch.tokens, &batch.lengths);
+                (con.loss, cap.loss)
+            })
+        });
+        group.finish();
+
+        let mut group = c.benchmark_group("train/adamw");
+        group.throughput(Throughput::Elements(model.num_params() as u64));
+        group.bench_function(id, |b| b.iter(|| opt.step(&mut model, &grads, 1e-4)));
+        group.finish();
+    }
+}
+
+criterion_group!(benches, step_benches);
+criterion_main!(benches);
