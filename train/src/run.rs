@@ -84,7 +84,7 @@ impl Default for RunConfig {
     fn default() -> Self {
         RunConfig {
             seed: 0,
-            steps: 1500,
+            steps: 2000,
             batch_size: 64,
             lr: 2e-3,
             min_lr: 1e-4,
