@@ -9,7 +9,11 @@
 //! - [`adamw`]: AdamW with decoupled weight decay and the rule of which
 //!   parameters decay; [`schedule`]: linear warmup then cosine decay;
 //!   [`clip`]: gradient clipping by global norm;
-//! - [`step`]: one training step, from a batch to updated weights.
+//! - [`step`]: one training step, from a batch to updated weights;
+//! - [`data`]: the toy dataset (shapes, colours, sizes, regions; held-out
+//!   combinations) and its tokenizer; [`eval`]: zero-shot, retrieval and
+//!   captions on seen and held-out combinations; [`run`]: the training loop,
+//!   the run folder, checkpoints and resume; [`plot`]: the loss curve.
 //!
 //! ## Public API at a glance
 //! ```text
@@ -24,6 +28,10 @@
 //! Batch { images: [B,3,H,W], tokens: [B,T], lengths }; LossWeights { contrastive, caption } (Default 1, 2)
 //! train_step(&mut model, &mut grads, &mut opt, &batch, weights, step, &schedule, max_grad_norm: Option<f32>)
 //!   -> Result<StepStats { loss, contrastive, caption, grad_norm, lr, logit_scale }, StepError>
+//! ToyData { seed, two_object }: .batch(step, B, &Tokens::new(&tokenizer, &config)) -> Batch (pure in seed, step)
+//!   .train_tokenizer(), training_objects(), held_out_objects(); Scene::{caption, parse, render}; HELD_OUT
+//! evaluate(&model, &tokenizer, &data, &EvalConfig) -> EvalReport { seen, held_out }; .table()
+//! run::{start, open, train, finish, eval_run, save_state, load_state}; RunConfig (Default: the default run)
 //! ```
 //!
 //! ## Shapes
@@ -38,12 +46,19 @@
 
 pub mod adamw;
 pub mod clip;
+pub mod data;
+pub mod eval;
 pub mod loss;
+pub mod plot;
+pub mod run;
 pub mod schedule;
 pub mod step;
 
 pub use adamw::{AdamW, AdamWState, no_decay};
 pub use clip::{clip_grad_norm, global_norm};
+pub use data::{Tokens, ToyData};
+pub use eval::{EvalConfig, EvalReport, evaluate};
 pub use loss::{CaptionLoss, ContrastiveLoss, caption_loss, contrastive_loss};
+pub use run::{Encoder, ModelSize, RunConfig, RunError};
 pub use schedule::Schedule;
 pub use step::{Batch, LossWeights, StepError, StepStats, train_step};

@@ -1,0 +1,62 @@
+//! Copies the results of a finished run into the book:
+//! `cargo run --release -p train --example publish_run [runs/default]`
+//! writes `book/src/generated/train/{results.md, loss.svg, samples.md}` from
+//! the run's `metrics.json`, `loss.svg` and `samples.md`, so the chapter
+//! shows the figures the run measured, not typed-in numbers.
+//!
+//! It needs a finished run, so it is not part of `tools/book-outputs.sh`.
+
+use std::path::{Path, PathBuf};
+use train::run::{LOSS_PLOT_FILE, METRICS_FILE, Metrics, SAMPLES_FILE};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let run = PathBuf::from(std::env::args().nth(1).unwrap_or("runs/default".into()));
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../book/src/generated/train");
+    std::fs::create_dir_all(&out)?;
+    let read = |file: &str| {
+        std::fs::read_to_string(run.join(file))
+            .map_err(|e| format!("{}: {e}", run.join(file).display()))
+    };
+    let metrics: Metrics = serde_json::from_str(&read(METRICS_FILE)?)?;
+    let c = &metrics.config;
+    let first = metrics.history.steps.first().map_or(f32::NAN, |r| r.loss);
+    let last = metrics.history.steps.last().map_or(f32::NAN, |r| r.loss);
+    let mut md = format!(
+        "Run: `cargo run --release -p train` — {} image tower, {} parameters, {} steps of {} images, \
+         peak learning rate {} ({} warmup steps, cosine to {}), loss weights contrastive {} / caption {}, seed {}. \
+         Training, with its periodic evaluations and checkpoints, took {:.0} s on the machine that measured it; the loss went from {:.3} to {:.3}.\n\n",
+        format!("{:?}", c.encoder).to_lowercase(),
+        metrics.parameters,
+        metrics.steps_done,
+        c.batch_size,
+        c.lr,
+        c.warmup,
+        c.min_lr,
+        c.contrastive_weight,
+        c.caption_weight,
+        c.seed,
+        metrics.train_seconds,
+        first,
+        last,
+    );
+    md += &metrics.final_eval.table();
+    if !metrics.history.evals.is_empty() {
+        md += "\nDuring training (one image per object):\n\n| step | zero-shot seen | zero-shot held-out | caption exact seen | caption exact held-out |\n| ---: | ---: | ---: | ---: | ---: |\n";
+        for e in &metrics.history.evals {
+            let r = &e.report;
+            md += &format!(
+                "| {} | {:.1}% | {:.1}% | {:.1}% | {:.1}% |\n",
+                e.step,
+                100.0 * r.seen.zero_shot.exact,
+                100.0 * r.held_out.zero_shot.exact,
+                100.0 * r.seen.caption.exact,
+                100.0 * r.held_out.caption.exact
+            );
+        }
+    }
+    std::fs::write(out.join("results.md"), md)?;
+    std::fs::write(out.join("loss.svg"), read(LOSS_PLOT_FILE)?)?;
+    std::fs::write(out.join("samples.md"), read(SAMPLES_FILE)?)?;
+    println!("wrote {}", out.display());
+    Ok(())
+}
