@@ -12,7 +12,7 @@
 //! Reference: Ba et al. 2016; <https://pytorch.org/docs/stable/generated/torch.nn.LayerNorm.html>
 
 use embedding::{Layer, Params};
-use ndarray::{Array1, Array2, Array3, ArrayRef3, ArrayViewD, ArrayViewMutD};
+use ndarray::{Array1, Array2, Array3, ArrayRef3, ArrayView1, ArrayViewD, ArrayViewMutD};
 
 // ANCHOR: struct
 /// Layer normalisation over the last axis, with learned scale and shift.
@@ -92,20 +92,29 @@ impl Layer for LayerNorm {
             x.dim(),
             self.dim()
         );
-        let x = x.to_shape((batch * seq, dim)).unwrap().into_owned(); // [B*T, C], owned for the cache
+        // [B*T, C], owned for the cache and row-major, so every row is a plain slice
+        let x = x
+            .as_standard_layout()
+            .into_owned()
+            .into_shape_with_order((batch * seq, dim))
+            .unwrap();
         let mut out = Array2::<f32>::zeros((batch * seq, dim));
         let mut mean = Array1::<f32>::zeros(batch * seq);
         let mut rstd = Array1::<f32>::zeros(batch * seq);
-        for (row, (x_bt, mut out_bt)) in x.outer_iter().zip(out.outer_iter_mut()).enumerate() {
-            let m = x_bt.sum() / dim as f32; // μ
-            let var = x_bt.fold(0.0, |acc, &v| acc + (v - m) * (v - m)) / dim as f32; // σ², biased
+        // slices, not ndarray element iterators: the inner loops then compile to
+        // straight SIMD code (views only; no copy when γ, β are contiguous)
+        let (weight, bias) = (
+            self.weight.as_standard_layout(),
+            self.bias.as_standard_layout(),
+        );
+        let (weight, bias) = (weight.as_slice().unwrap(), bias.as_slice().unwrap());
+        let rows = x.as_slice().unwrap().chunks_exact(dim);
+        let out_rows = out.as_slice_mut().unwrap().chunks_exact_mut(dim);
+        for (row, (x_bt, out_bt)) in rows.zip(out_rows).enumerate() {
+            let m = ArrayView1::from(x_bt).sum() / dim as f32; // μ (ndarray's pairwise sum)
+            let var = x_bt.iter().fold(0.0, |acc, &v| acc + (v - m) * (v - m)) / dim as f32; // σ², biased
             let s = 1.0 / (var + self.eps).sqrt(); // rstd
-            for (((o, &v), &w), &b) in out_bt
-                .iter_mut()
-                .zip(&x_bt)
-                .zip(&self.weight)
-                .zip(&self.bias)
-            {
+            for (((o, &v), &w), &b) in out_bt.iter_mut().zip(x_bt).zip(weight).zip(bias) {
                 *o = (v - m) * s * w + b; // y = n ⊙ γ + β
             }
             mean[row] = m;
@@ -134,43 +143,59 @@ impl Layer for LayerNorm {
             dout.dim(),
             cache.x.dim()
         );
-        let dout = dout.to_shape((batch * seq, dim)).unwrap(); // [B*T, C], a view when contiguous
+        let dout = dout.as_standard_layout(); // [B, T, C], a view when already row-major
         let mut dx = Array2::<f32>::zeros((batch * seq, dim));
         let mut norm = vec![0.0f32; dim]; // n, recomputed per row
         let mut dnorm = vec![0.0f32; dim]; // dn = dout ⊙ γ
         // summed over rows here, then added to grads once (so backward twice is exactly 2×)
         let mut dweight = Array1::<f32>::zeros(dim);
         let mut dbias = Array1::<f32>::zeros(dim);
-        for (row, ((x_bt, dout_bt), mut dx_bt)) in cache
-            .x
-            .outer_iter()
-            .zip(dout.outer_iter())
-            .zip(dx.outer_iter_mut())
-            .enumerate()
-        {
+        // rows as slices zipped together, not `a[i]` indexing: no bounds checks, and
+        // the loops vectorise (the arithmetic is the same, term by term)
+        let weight = self.weight.as_standard_layout();
+        let weight = weight.as_slice().unwrap();
+        let (dweight_s, dbias_s) = (
+            dweight.as_slice_mut().unwrap(),
+            dbias.as_slice_mut().unwrap(),
+        );
+        let x_rows = cache.x.as_slice().unwrap().chunks_exact(dim); // row-major by construction
+        let dout_rows = dout.as_slice().unwrap().chunks_exact(dim);
+        let dx_rows = dx.as_slice_mut().unwrap().chunks_exact_mut(dim);
+        for (row, ((x_bt, dout_bt), dx_bt)) in x_rows.zip(dout_rows).zip(dx_rows).enumerate() {
             let (m, s) = (cache.mean[row], cache.rstd[row]);
             let (mut dnorm_mean, mut dnorm_norm_mean) = (0.0f32, 0.0f32);
-            for i in 0..dim {
-                norm[i] = (x_bt[i] - m) * s; // recomputed: n = (x − μ)·rstd
-                dnorm[i] = dout_bt[i] * self.weight[i];
-                dnorm_mean += dnorm[i];
-                dnorm_norm_mean += dnorm[i] * norm[i];
+            for ((((n, dn), &x), &d), &w) in norm
+                .iter_mut()
+                .zip(dnorm.iter_mut())
+                .zip(x_bt)
+                .zip(dout_bt)
+                .zip(weight)
+            {
+                *n = (x - m) * s; // recomputed: n = (x − μ)·rstd
+                *dn = d * w;
+                dnorm_mean += *dn;
+                dnorm_norm_mean += *dn * *n;
             }
             dnorm_mean /= dim as f32;
             dnorm_norm_mean /= dim as f32;
-            for i in 0..dim {
+            let terms = norm.iter().zip(&dnorm).zip(dout_bt);
+            let grads_i = dx_bt
+                .iter_mut()
+                .zip(dweight_s.iter_mut())
+                .zip(dbias_s.iter_mut());
+            for (((&n, &dn), &d), ((dx_i, dw_i), db_i)) in terms.zip(grads_i) {
                 // in the forward pass this was:
                 //   out = n ⊙ γ + β
                 // so now we have:
-                dbias[i] += dout_bt[i];
-                dweight[i] += norm[i] * dout_bt[i];
+                *db_i += d;
+                *dw_i += n * d;
                 // and through n = (x − μ)·rstd, three terms:
                 let mut dval = 0.0f32;
-                dval += dnorm[i]; // term 1: the direct path
+                dval += dn; // term 1: the direct path
                 dval -= dnorm_mean; // term 2: through μ
-                dval -= norm[i] * dnorm_norm_mean; // term 3: through rstd
+                dval -= n * dnorm_norm_mean; // term 3: through rstd
                 dval *= s; // final scale
-                dx_bt[i] += dval;
+                *dx_i += dval;
             }
         }
         grads.weight += &dweight;

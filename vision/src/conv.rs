@@ -28,7 +28,8 @@
 
 use ndarray::linalg::general_mat_mul;
 use ndarray::{
-    Array1, Array2, Array4, ArrayRef2, ArrayRef3, ArrayRef4, ArrayViewD, ArrayViewMutD, Axis,
+    Array1, Array2, Array4, ArrayRef2, ArrayRef3, ArrayRef4, ArrayViewD, ArrayViewMutD, Axis, Zip,
+    s,
 };
 use rand::Rng;
 
@@ -71,6 +72,25 @@ fn source_index(
     (out_pos * stride + k)
         .checked_sub(padding)
         .filter(|&i| i < len)
+}
+
+/// The output positions `o < n_out` whose kernel tap `k` reads inside the
+/// input (`0 ≤ o·stride + k − padding < len`), as one range: the positions
+/// where [`source_index`] is `Some`. Lets im2col/col2im copy whole row runs
+/// instead of testing every pixel.
+fn valid_outputs(
+    k: usize,
+    stride: usize,
+    padding: usize,
+    len: usize,
+    n_out: usize,
+) -> std::ops::Range<usize> {
+    let lo = padding.saturating_sub(k).div_ceil(stride); // first o with o·s + k ≥ p
+    let hi = (len + padding)
+        .checked_sub(k)
+        .map_or(0, |end| end.div_ceil(stride)) // first o with o·s + k − p ≥ len
+        .min(n_out);
+    lo..hi.max(lo)
 }
 
 // ANCHOR: conv_struct
@@ -448,16 +468,30 @@ pub fn im2col(
     let h_out = conv_output_size(height, kh, stride, padding);
     let w_out = conv_output_size(width, kw, stride, padding);
     let mut cols = Array2::zeros((c_in * kh * kw, h_out * w_out));
-    for (row, mut col_row) in cols.outer_iter_mut().enumerate() {
+    // rows as slices: one contiguous run per (row, oy) instead of a bounds
+    // test and a 2-D index per pixel (the padding stays zero)
+    let x = x.as_standard_layout(); // [C_in, H, W], a view when already row-major
+    let x = x.as_slice().unwrap();
+    let cols_rows = cols.as_slice_mut().unwrap().chunks_exact_mut(h_out * w_out);
+    for (row, col_row) in cols_rows.enumerate() {
         let (c, i, j) = (row / (kh * kw), (row / kw) % kh, row % kw);
-        let channel = x.index_axis(Axis(0), c); // [H, W]
+        let xs = valid_outputs(j, stride, padding, width, w_out); // ox reading inside
+        if xs.is_empty() {
+            continue; // this tap only ever reads padding
+        }
         for oy in 0..h_out {
             let Some(iy) = source_index(oy, i, stride, padding, height) else {
                 continue; // this whole output row reads padding: leave the zeros
             };
-            for ox in 0..w_out {
-                if let Some(ix) = source_index(ox, j, stride, padding, width) {
-                    col_row[oy * w_out + ox] = channel[[iy, ix]];
+            let src = &x[(c * height + iy) * width..][..width]; // x[c, iy, :]
+            let dst = &mut col_row[oy * w_out..][xs.clone()];
+            let first = xs.start * stride + j - padding; // ix of the first valid ox
+            // cols[row, oy·W_out + ox] = x[c, iy, ox·s + j − p]
+            if stride == 1 {
+                dst.copy_from_slice(&src[first..first + dst.len()]); // one memcpy
+            } else {
+                for (d, &v) in dst.iter_mut().zip(src[first..].iter().step_by(stride)) {
+                    *d = v;
                 }
             }
         }
@@ -498,16 +532,21 @@ pub fn col2im(
     for (row, dcol_row) in dcols.outer_iter().enumerate() {
         let (c, i, j) = (row / (kh * kw), (row / kw) % kh, row % kw);
         let mut dchannel = dx.index_axis_mut(Axis(0), c); // [H, W]
+        let xs = valid_outputs(j, stride, padding, width, w_out); // ox reading inside
+        if xs.is_empty() {
+            continue; // this tap only ever reads padding
+        }
         for oy in 0..h_out {
             let Some(iy) = source_index(oy, i, stride, padding, height) else {
                 continue;
             };
-            for ox in 0..w_out {
-                if let Some(ix) = source_index(ox, j, stride, padding, width) {
-                    // in im2col this was: cols[row, y·W_out + x] = x[c, iy, ix]
-                    dchannel[[iy, ix]] += dcol_row[oy * w_out + ox];
-                }
-            }
+            // whole runs through row views, as in im2col, not one 2-D index per pixel
+            let dcol = dcol_row.slice(s![oy * w_out + xs.start..oy * w_out + xs.end]);
+            let first = xs.start * stride + j - padding; // ix of the first valid ox
+            let mut drow = dchannel.row_mut(iy); // dx[c, iy, :]
+            let drow = drow.slice_mut(s![first..=first + (xs.len() - 1) * stride; stride]);
+            // in im2col this was: cols[row, oy·W_out + ox] = x[c, iy, ox·s + j − p]
+            Zip::from(drow).and(dcol).for_each(|d, &g| *d += g);
         }
     }
 }

@@ -60,19 +60,31 @@ impl MaxPool2d {
         let h_out = conv_output_size(height, k, s, 0);
         let w_out = conv_output_size(width, k, s, 0);
         let mut out = Array4::zeros((batch, channels, h_out, w_out));
-        let mut argmax = Array4::zeros(out.dim());
-        for ((b, c, oy, ox), o) in out.indexed_iter_mut() {
-            let mut best = (f32::NEG_INFINITY, oy * s * width + ox * s); // any real value beats −∞
-            for iy in oy * s..oy * s + k {
-                for ix in ox * s..ox * s + k {
-                    let v = x[[b, c, iy, ix]];
-                    if v > best.0 || v.is_nan() && !best.0.is_nan() {
-                        best = (v, iy * width + ix); // subtle: NaN wins, so it propagates as in PyTorch
+        let mut argmax = Array4::<u32>::zeros(out.dim());
+        // one (b, c) plane at a time, as flat slices: `plane[iy·W + ix]` instead of
+        // a checked 4-D index per tap (a view unless x is not row-major)
+        let x = x.as_standard_layout();
+        let planes = x.as_slice().unwrap().chunks_exact(height * width); // [H·W] each
+        let out_planes = out.as_slice_mut().unwrap().chunks_exact_mut(h_out * w_out);
+        let arg_planes = argmax
+            .as_slice_mut()
+            .unwrap()
+            .chunks_exact_mut(h_out * w_out);
+        for ((plane, out_p), arg_p) in planes.zip(out_planes).zip(arg_planes) {
+            for (pos, (o, a)) in out_p.iter_mut().zip(arg_p.iter_mut()).enumerate() {
+                let (oy, ox) = (pos / w_out, pos % w_out);
+                let mut best = (f32::NEG_INFINITY, oy * s * width + ox * s); // any real value beats −∞
+                for iy in oy * s..oy * s + k {
+                    for ix in ox * s..ox * s + k {
+                        let v = plane[iy * width + ix];
+                        if v > best.0 || v.is_nan() && !best.0.is_nan() {
+                            best = (v, iy * width + ix); // subtle: NaN wins, so it propagates as in PyTorch
+                        }
                     }
                 }
+                *o = best.0;
+                *a = best.1 as u32; // u32: a quarter of a (usize, usize) pair
             }
-            *o = best.0;
-            argmax[[b, c, oy, ox]] = best.1 as u32; // u32: a quarter of a (usize, usize) pair
         }
         let input = x.dim();
         (out, MaxPool2dCache { argmax, input })
