@@ -47,6 +47,7 @@ fn batch_of(batch: usize, config: &ModelConfig) -> Batch {
         images,
         tokens,
         lengths,
+        decoder_input: None,
     }
 }
 
