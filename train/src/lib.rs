@@ -13,7 +13,10 @@
 //! - [`data`]: the toy dataset (shapes, colours, sizes, regions; held-out
 //!   combinations) and its tokenizer; [`eval`]: zero-shot, retrieval and
 //!   captions on seen and held-out combinations; [`run`]: the training loop,
-//!   the run folder, checkpoints and resume; [`plot`]: the loss curve.
+//!   the run folder, checkpoints and resume; [`plot`]: the loss curve;
+//! - [`commands`]: using a trained run (`caption`, `classify`, `search`,
+//!   `tokenize`, `dataset export`) and training on own data (a folder of
+//!   images with `captions.tsv`, [`data::folder`]).
 //!
 //! ## Public API at a glance
 //! ```text
@@ -46,6 +49,7 @@
 
 pub mod adamw;
 pub mod clip;
+pub mod commands;
 pub mod data;
 pub mod eval;
 pub mod loss;

@@ -29,7 +29,13 @@ enum Command {
         /// Images per object (seen: 160 objects, held-out: 40).
         #[arg(long, default_value_t = 2)]
         per_object: usize,
+        /// Evaluate on an own data folder (images + captions.tsv) instead of the toy data.
+        #[arg(long)]
+        data: Option<PathBuf>,
     },
+    // the `use` commands: caption, classify, search, tokenize, dataset export
+    #[command(flatten)]
+    Use(train::commands::UseCommand),
 }
 
 #[derive(Args, Debug)]
@@ -81,6 +87,10 @@ struct TrainArgs {
     /// Write a checkpoint every N steps (0: only at the end).
     #[arg(long)]
     checkpoint_interval: Option<usize>,
+    /// Train on an own data folder: images and a captions.tsv of
+    /// `file<TAB>caption` lines (every 10th line is validation).
+    #[arg(long)]
+    data: Option<PathBuf>,
 }
 
 impl TrainArgs {
@@ -149,8 +159,37 @@ fn train(args: &TrainArgs) -> Result<(), RunError> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // own data (`use`): train --data DIR, eval RUN --data DIR, and the `use` commands
+    match (&cli.command, &cli.train.data) {
+        (Some(Command::Use(command)), _) => return train::commands::run_command(command),
+        (
+            Some(Command::Eval {
+                run,
+                data: Some(data),
+                ..
+            }),
+            _,
+        ) => {
+            return train::commands::own::eval_cli(run, data);
+        }
+        (None, Some(data)) => {
+            let run = cli.train.out.join(&cli.train.name);
+            return train::commands::own::train_cli(
+                data,
+                &run,
+                &cli.train.config(),
+                cli.train.resume,
+            );
+        }
+        _ => {}
+    }
     let result = match &cli.command {
-        Some(Command::Eval { run, per_object }) => run::eval_run(run, *per_object).map(|report| {
+        Some(Command::Use(_)) | Some(Command::Eval { data: Some(_), .. }) => {
+            unreachable!("handled above")
+        }
+        Some(Command::Eval {
+            run, per_object, ..
+        }) => run::eval_run(run, *per_object).map(|report| {
             println!("{}", report.table());
             println!("wrote {}", run.join("eval.json").display());
         }),

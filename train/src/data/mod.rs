@@ -6,6 +6,7 @@
 //! pure function of `(seed, s)` ([`ToyData::batch`]), so a resumed run sees
 //! exactly the batches the uninterrupted run would have seen.
 
+pub mod folder; // own data: a folder of images and captions.tsv (the `use` commands)
 pub mod toy;
 
 pub use toy::{Colour, IMAGE_SIZE, Object, Position, Relation, Scene, Shape, Size};

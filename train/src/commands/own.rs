@@ -1,0 +1,412 @@
+//! Training and evaluating on the user's own data: `train --data DIR` and
+//! `train eval RUN --data DIR` (the folder format is in
+//! [`crate::data::folder`]).
+//!
+//! A run on own data is an ordinary run folder (`run.json`, `checkpoint/`,
+//! `loss.svg`), so every command reads it; its tokenizer is trained on the
+//! folder's training captions, and `own-data.json` records the folder, the
+//! split and the final evaluation. Every 10th caption line is held out for
+//! validation; the evaluation reports the training and the validation split
+//! apart.
+
+use super::CommandError;
+use crate::data::Tokens;
+use crate::data::folder::{DataError, FolderData, read_captions};
+use crate::run::{self, History, RunConfig, State, StepRecord};
+use crate::{AdamW, AdamWState, LossWeights, RunError, Schedule, train_step};
+use model::{Captioner, Model, Strategy, embed_texts, similarity, top_k};
+use ndarray::{Axis, s};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use tokenizer::Tokenizer;
+
+/// The file a run on own data writes.
+pub const OWN_DATA_FILE: &str = "own-data.json";
+
+/// At most this many training items are evaluated (the first ones).
+pub const MAX_EVAL_TRAIN: usize = 200;
+
+/// The figures of one split of a data folder.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct OwnMetrics {
+    /// Items evaluated.
+    pub items: usize,
+    /// Image → text recall@1 and @5 among the split's distinct captions.
+    pub image_to_text_r1: f32,
+    pub image_to_text_r5: f32,
+    /// Text → image recall@1 and @5 among the split's images (a hit is any
+    /// image with that caption).
+    pub text_to_image_r1: f32,
+    pub text_to_image_r5: f32,
+    /// Greedy captions equal to the true caption (words compared).
+    pub caption_exact: f32,
+    /// Teacher-forced next-token accuracy of the decoder on the true captions.
+    pub token_accuracy: f32,
+}
+
+/// Training and validation figures, reported apart.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct OwnEval {
+    pub train: OwnMetrics,
+    pub validation: OwnMetrics,
+}
+
+/// What `own-data.json` holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OwnRun {
+    /// The data folder, as given.
+    pub data: String,
+    pub train_items: usize,
+    pub validation_items: usize,
+    pub blank_lines: usize,
+    pub eval: OwnEval,
+}
+
+impl OwnEval {
+    /// The report as a markdown table, the two splits side by side.
+    pub fn table(&self) -> String {
+        let (t, v) = (&self.train, &self.validation);
+        let pct = |x: f32| format!("{:.1} %", 100.0 * x);
+        let mut out = String::from("| metric | train | validation |\n| --- | ---: | ---: |\n");
+        out += &format!("| items | {} | {} |\n", t.items, v.items);
+        for (name, a, b) in [
+            ("image → text R@1", t.image_to_text_r1, v.image_to_text_r1),
+            ("image → text R@5", t.image_to_text_r5, v.image_to_text_r5),
+            ("text → image R@1", t.text_to_image_r1, v.text_to_image_r1),
+            ("text → image R@5", t.text_to_image_r5, v.text_to_image_r5),
+            ("caption exact match", t.caption_exact, v.caption_exact),
+            ("token accuracy", t.token_accuracy, v.token_accuracy),
+        ] {
+            out += &format!("| {name} | {} | {} |\n", pct(a), pct(b));
+        }
+        out
+    }
+}
+
+fn words(text: &str) -> Vec<&str> {
+    text.split_whitespace().collect()
+}
+
+// ANCHOR: evaluate_items
+/// Evaluates `model` on items `indices` of `data`.
+///
+/// # Panics
+/// If a caption is longer than the model's `max_len` (check with
+/// [`FolderData::check_lengths`] first).
+pub fn evaluate_items(
+    model: &Model,
+    tokenizer: &Tokenizer,
+    data: &FolderData,
+    indices: &[usize],
+) -> OwnMetrics {
+    let n = indices.len();
+    if n == 0 {
+        return OwnMetrics::default();
+    }
+    let images = data.images.select(Axis(0), indices); // [N, 3, S, S]
+    let captions: Vec<String> = indices
+        .iter()
+        .map(|&i| data.items[i].caption.clone())
+        .collect();
+    let tokens = Tokens::new(tokenizer, model.config());
+    let captioner = Captioner::new(model, tokenizer);
+    let (mut hits, mut exact, mut predicted) = (0usize, 0usize, 0usize);
+    let mut image_embeds = ndarray::Array2::zeros((n, model.config().embed_dim));
+    for start in (0..n).step_by(64) {
+        let end = (start + 64).min(n);
+        let chunk = images.slice(s![start..end, .., .., ..]);
+        let (image_tokens, embeds) = model.encode_images(&chunk); // [b, N_img, C], [b, E]
+        image_embeds.slice_mut(s![start..end, ..]).assign(&embeds);
+        // teacher forcing: the decoder reads tokens[.., ..T-1] and predicts tokens[.., 1..]
+        let (ids, lengths) = tokens.encode(&captions[start..end]); // [b, T]
+        let t = ids.ncols();
+        let logits = model
+            .decoder
+            .logits(&image_tokens, &ids.slice(s![.., ..t - 1])); // [b, T-1, V]
+        for (b, &len) in lengths.iter().enumerate() {
+            for p in 0..len - 1 {
+                let best = model::argmax(&logits.slice(s![b, p, ..]));
+                hits += (best as u32 == ids[[b, p + 1]]) as usize;
+                predicted += 1;
+            }
+        }
+        for (c, truth) in captioner
+            .caption(&chunk, &Strategy::Greedy)
+            .iter()
+            .zip(&captions[start..end])
+        {
+            exact += (words(&c.text) == words(truth)) as usize;
+        }
+    }
+    // retrieval: distinct captions for image → text; any image of the caption for text → image
+    let mut distinct: Vec<String> = captions.clone();
+    distinct.sort();
+    distinct.dedup();
+    let text_embeds = embed_texts(model, tokenizer, &distinct); // [D, E]
+    let truth: Vec<usize> = captions
+        .iter()
+        .map(|c| distinct.binary_search(c).expect("every caption is listed"))
+        .collect();
+    let i2t = top_k(&similarity(&image_embeds, &text_embeds), 5); // per image, over D texts
+    let t2i = top_k(&similarity(&text_embeds, &image_embeds), 5); // per text, over N images
+    let recall = |rankings: &[Vec<model::Ranked>], hit: &dyn Fn(usize, usize) -> bool, k: usize| {
+        let found = rankings
+            .iter()
+            .enumerate()
+            .filter(|(q, r)| r.iter().take(k).any(|x| hit(*q, x.index)))
+            .count();
+        found as f32 / rankings.len() as f32
+    };
+    let i2t_hit = |image: usize, text: usize| truth[image] == text;
+    let t2i_hit = |text: usize, image: usize| truth[image] == text;
+    OwnMetrics {
+        items: n,
+        image_to_text_r1: recall(&i2t, &i2t_hit, 1),
+        image_to_text_r5: recall(&i2t, &i2t_hit, 5),
+        text_to_image_r1: recall(&t2i, &t2i_hit, 1),
+        text_to_image_r5: recall(&t2i, &t2i_hit, 5),
+        caption_exact: exact as f32 / n as f32,
+        token_accuracy: hits as f32 / predicted.max(1) as f32,
+    }
+}
+// ANCHOR_END: evaluate_items
+
+/// Both splits of a data folder: the first [`MAX_EVAL_TRAIN`] training
+/// items and every validation item.
+pub fn evaluate_folder(model: &Model, tokenizer: &Tokenizer, data: &FolderData) -> OwnEval {
+    let mut train = data.train_indices();
+    train.truncate(MAX_EVAL_TRAIN);
+    OwnEval {
+        train: evaluate_items(model, tokenizer, data, &train),
+        validation: evaluate_items(model, tokenizer, data, &data.validation_indices()),
+    }
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CommandError + '_ {
+    move |source| CommandError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), CommandError> {
+    let text = serde_json::to_string_pretty(value).expect("plain structs serialise");
+    model::write_atomic(path, text.as_bytes()).map_err(io(path))
+}
+
+/// How a run on own data reports progress.
+pub use crate::run::Progress;
+
+// ANCHOR: train_own
+/// Trains a new run in `run` on the data folder `data_dir` with `config`
+/// (its toy-data settings, `two_object`, are not used), writes its files and
+/// returns the final evaluation.
+///
+/// The tokenizer is trained on the training captions; the model reads
+/// captions as long as the preset's `max_len` or the longest caption,
+/// whichever is more.
+///
+/// # Errors
+/// A bad config, any [`DataError`] (file and line), fewer than 2 training
+/// items, a run folder that already holds a checkpoint, a non-finite loss.
+pub fn train_own(
+    data_dir: &Path,
+    run: &Path,
+    config: &RunConfig,
+    progress: Progress,
+) -> Result<(OwnRun, State), CommandError> {
+    config.validate()?;
+    if run.join(run::CHECKPOINT_DIR).exists() {
+        return Err(super::bad_arg(
+            "name",
+            format!(
+                "{} already holds a run; choose another --name",
+                run.display()
+            ),
+        ));
+    }
+    let (items, _) = read_captions(data_dir)?;
+    let tokenizer = FolderData::train_tokenizer(&items)?;
+    let mut model_config = config.model_config(&tokenizer)?;
+    model_config.max_len = model_config
+        .max_len
+        .max(FolderData::longest(&items, &tokenizer));
+    let data = FolderData::load(data_dir, model_config.image.image_size())?;
+    let n_train = data.train_indices().len();
+    if n_train < 2 {
+        return Err(DataError::TooFew {
+            path: data.captions_path(),
+            why: format!(
+                "{n_train} training caption(s); training needs at least 2 (every {}th line is validation)",
+                crate::data::folder::VALIDATION_EVERY
+            ),
+        }
+        .into());
+    }
+    let model = model_config
+        .init(&mut StdRng::seed_from_u64(config.seed))
+        .map_err(RunError::Config)?;
+    std::fs::create_dir_all(run).map_err(io(run))?;
+    write_json(&run.join(run::RUN_FILE), config)?;
+    let mut state = State {
+        opt: AdamWState::new(
+            AdamW {
+                weight_decay: config.weight_decay,
+                ..AdamW::default()
+            },
+            &model,
+        ),
+        model,
+        tokenizer,
+        step: 0,
+        history: History::default(),
+    };
+    let schedule = Schedule {
+        warmup: config.warmup,
+        total: config.steps,
+        peak_lr: config.lr,
+        min_lr: config.min_lr,
+    };
+    let weights = LossWeights {
+        contrastive: config.contrastive_weight,
+        caption: config.caption_weight,
+    };
+    let mut grads = embedding::Params::zeros_like(&state.model);
+    let started = std::time::Instant::now();
+    let bar = match progress {
+        Progress::Bar => indicatif::ProgressBar::new(config.steps as u64),
+        Progress::Quiet => indicatif::ProgressBar::hidden(),
+    };
+    while state.step < config.steps {
+        let step = state.step;
+        let tokens = Tokens::new(&state.tokenizer, state.model.config());
+        let batch = data.batch(
+            config.seed,
+            step as u64,
+            config.batch_size,
+            config.word_dropout,
+            &tokens,
+        );
+        let stats = train_step(
+            &mut state.model,
+            &mut grads,
+            &mut state.opt,
+            &batch,
+            weights,
+            step,
+            &schedule,
+            Some(config.max_grad_norm),
+        )
+        .map_err(|source| RunError::NonFinite {
+            source,
+            checkpoint: None,
+        })?;
+        state.history.steps.push(StepRecord {
+            step,
+            loss: stats.loss,
+            contrastive: stats.contrastive,
+            caption: stats.caption,
+            grad_norm: stats.grad_norm,
+            lr: stats.lr,
+            logit_scale: stats.logit_scale,
+        });
+        state.step += 1;
+        bar.set_position(state.step as u64);
+        bar.set_message(format!("loss {:.3}", stats.loss));
+    }
+    bar.finish_and_clear();
+    state.history.train_seconds = started.elapsed().as_secs_f64();
+    run::save_state(run, &state)?;
+    let svg = crate::plot::loss_svg(&state.history.steps);
+    let path = run.join(run::LOSS_PLOT_FILE);
+    model::write_atomic(&path, svg.as_bytes()).map_err(io(&path))?;
+    let own = OwnRun {
+        data: data_dir.display().to_string(),
+        train_items: n_train,
+        validation_items: data.validation_indices().len(),
+        blank_lines: data.blank_lines,
+        eval: evaluate_folder(&state.model, &state.tokenizer, &data),
+    };
+    write_json(&run.join(OWN_DATA_FILE), &own)?;
+    Ok((own, state))
+}
+// ANCHOR_END: train_own
+
+/// Evaluates a saved run on a data folder (its validation split must not
+/// be empty); writes nothing.
+///
+/// # Errors
+/// A run folder that is not one, any [`DataError`], a caption longer than
+/// the model reads, a folder with fewer than 10 caption lines.
+pub fn eval_own(run: &Path, data_dir: &Path) -> Result<(OwnEval, FolderData), CommandError> {
+    let loaded = super::load_run(run)?;
+    let data = FolderData::load(data_dir, loaded.model.config().image.image_size())?;
+    data.check_lengths(&loaded.tokenizer, loaded.model.config().max_len)?;
+    if data.validation_indices().is_empty() {
+        return Err(DataError::TooFew {
+            path: data.captions_path(),
+            why: format!(
+                "{} caption line(s): the validation split (every {}th line) is empty",
+                data.items.len(),
+                crate::data::folder::VALIDATION_EVERY
+            ),
+        }
+        .into());
+    }
+    let eval = evaluate_folder(&loaded.model, &loaded.tokenizer, &data);
+    Ok((eval, data))
+}
+
+/// What `train --data DIR` prints.
+pub fn render_train(own: &OwnRun, run: &Path) -> String {
+    let mut out = format!(
+        "trained on {} ({} training, {} validation captions)\n",
+        own.data, own.train_items, own.validation_items
+    );
+    if own.blank_lines > 0 {
+        out += &format!("skipped {} blank line(s)\n", own.blank_lines);
+    }
+    out += &format!("\n{}\nwrote {}\n", own.eval.table(), run.display());
+    out
+}
+
+/// What `train eval RUN --data DIR` prints.
+pub fn render_eval(eval: &OwnEval, data: &FolderData) -> String {
+    let mut out = String::new();
+    if data.blank_lines > 0 {
+        out += &format!("skipped {} blank line(s)\n", data.blank_lines);
+    }
+    out + &eval.table()
+}
+
+/// `train --data DIR`: trains, prints the evaluation, exit code 1 on error.
+pub fn train_cli(
+    data: &Path,
+    run: &Path,
+    config: &RunConfig,
+    resume: bool,
+) -> std::process::ExitCode {
+    if resume {
+        return super::report(Err(super::bad_arg(
+            "resume",
+            "runs on own data cannot be resumed yet; start a new one with another --name",
+        )));
+    }
+    eprintln!(
+        "training on {} for {} steps of {} images into {}",
+        data.display(),
+        config.steps,
+        config.batch_size,
+        run.display()
+    );
+    super::report(
+        train_own(data, run, config, Progress::Bar).map(|(own, _)| render_train(&own, run)),
+    )
+}
+
+/// `train eval RUN --data DIR`: prints the evaluation, exit code 1 on error.
+pub fn eval_cli(run: &Path, data: &Path) -> std::process::ExitCode {
+    super::report(eval_own(run, data).map(|(eval, data)| render_eval(&eval, &data)))
+}

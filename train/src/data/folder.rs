@@ -1,0 +1,418 @@
+//! The user's own data: a folder of images and a `captions.tsv` file with
+//! one `file<TAB>caption` a line.
+//!
+//! ```text
+//! my-data/
+//! ├── captions.tsv     00000.png<TAB>a big red circle in the top left
+//! ├── 00000.png
+//! └── ...
+//! ```
+//!
+//! Every image is loaded, resized to the model's size and scaled to
+//! `[0, 1]` exactly as the toy images are, once, when the folder is read.
+//! Every problem is an error naming `captions.tsv` and the line: a line
+//! without exactly one tab, an empty file name or caption, a missing or
+//! unreadable image. Blank lines are the only lines skipped, and
+//! [`FolderData::blank_lines`] counts them.
+//!
+//! Every 10th caption line (the 10th, 20th, …) is the validation split: it
+//! never reaches training, and the two splits are reported apart.
+
+use crate::data::{Batch, Tokens, mix, word_dropout};
+use ndarray::{Array4, Axis};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use tokenizer::{Tokenizer, TokenizerError};
+use vision::{ImageError, Preprocess};
+
+/// The captions file inside a data folder.
+pub const CAPTIONS_FILE: &str = "captions.tsv";
+
+/// Every `VALIDATION_EVERY`-th caption line is validation data.
+pub const VALIDATION_EVERY: usize = 10;
+
+/// How pixels become model input, for toy and own images alike: resized
+/// to `size × size` and scaled to `[0, 1]` with no further normalisation,
+/// the range [`crate::data::Scene::render`] draws in.
+pub fn preprocess(size: usize) -> Preprocess {
+    Preprocess {
+        height: size,
+        width: size,
+        mean: [0.0; 3],
+        std: [1.0; 3],
+    }
+}
+
+/// One line of `captions.tsv`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Item {
+    /// The image file, relative to the data folder.
+    pub file: String,
+    /// The caption, trimmed.
+    pub caption: String,
+    /// The line number in `captions.tsv` (from 1).
+    pub line: usize,
+}
+
+/// What is wrong with a data folder.
+#[derive(Debug)]
+pub enum DataError {
+    /// The folder or its `captions.tsv` cannot be read.
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A line is not `file<TAB>caption`.
+    Malformed {
+        path: PathBuf,
+        line: usize,
+        why: String,
+    },
+    /// A line's caption is empty.
+    EmptyCaption { path: PathBuf, line: usize },
+    /// A line names an image that does not exist.
+    MissingImage {
+        path: PathBuf,
+        line: usize,
+        image: PathBuf,
+    },
+    /// A line names an image that cannot be decoded.
+    Image {
+        path: PathBuf,
+        line: usize,
+        source: ImageError,
+    },
+    /// Too few captions for what was asked.
+    TooFew { path: PathBuf, why: String },
+    /// A caption needs more tokens than the model reads.
+    TooLong {
+        path: PathBuf,
+        line: usize,
+        tokens: usize,
+        max: usize,
+    },
+    /// The tokenizer could not be trained on the captions.
+    Tokenizer(TokenizerError),
+}
+
+impl fmt::Display for DataError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DataError::Io { path, source } => write!(f, "{}: {source}", path.display()),
+            DataError::Malformed { path, line, why } => {
+                write!(f, "{}:{line}: malformed line: {why}", path.display())
+            }
+            DataError::EmptyCaption { path, line } => {
+                write!(f, "{}:{line}: empty caption", path.display())
+            }
+            DataError::MissingImage { path, line, image } => write!(
+                f,
+                "{}:{line}: image {} does not exist",
+                path.display(),
+                image.display()
+            ),
+            DataError::Image { path, line, source } => {
+                write!(f, "{}:{line}: unreadable image: {source}", path.display())
+            }
+            DataError::TooFew { path, why } => write!(f, "{}: {why}", path.display()),
+            DataError::TooLong {
+                path,
+                line,
+                tokens,
+                max,
+            } => write!(
+                f,
+                "{}:{line}: the caption needs {tokens} tokens with <|bos|> and <|eos|>; the model reads at most {max}",
+                path.display()
+            ),
+            DataError::Tokenizer(e) => write!(f, "tokenizer: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for DataError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            DataError::Io { source, .. } => Some(source),
+            DataError::Image { source, .. } => Some(source),
+            DataError::Tokenizer(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+// ANCHOR: parse_captions
+/// Parses the text of a `captions.tsv`: the items and the number of blank
+/// lines skipped. `path` names the file in errors.
+///
+/// # Errors
+/// [`DataError::Malformed`] for a line without exactly one tab or with an
+/// empty file name, [`DataError::EmptyCaption`] for an empty caption.
+pub fn parse_captions(text: &str, path: &Path) -> Result<(Vec<Item>, usize), DataError> {
+    let mut items = Vec::new();
+    let mut blank = 0;
+    for (i, raw) in text.lines().enumerate() {
+        let line = i + 1;
+        if raw.trim().is_empty() {
+            blank += 1;
+            continue;
+        }
+        let malformed = |why: &str| DataError::Malformed {
+            path: path.to_path_buf(),
+            line,
+            why: why.to_string(),
+        };
+        let mut fields = raw.split('\t');
+        let (Some(file), Some(caption), None) = (fields.next(), fields.next(), fields.next())
+        else {
+            return Err(malformed("want exactly one tab: file<TAB>caption"));
+        };
+        let file = file.trim();
+        if file.is_empty() {
+            return Err(malformed("the file name is empty"));
+        }
+        let caption = caption.trim();
+        if caption.is_empty() {
+            return Err(DataError::EmptyCaption {
+                path: path.to_path_buf(),
+                line,
+            });
+        }
+        items.push(Item {
+            file: file.to_string(),
+            caption: caption.to_string(),
+            line,
+        });
+    }
+    Ok((items, blank))
+}
+// ANCHOR_END: parse_captions
+
+/// Reads and parses `dir/captions.tsv` (without loading the images).
+///
+/// # Errors
+/// [`DataError::Io`] if it cannot be read, [`DataError::TooFew`] if it has
+/// no caption line, else as [`parse_captions`].
+pub fn read_captions(dir: &Path) -> Result<(Vec<Item>, usize), DataError> {
+    let path = dir.join(CAPTIONS_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|source| DataError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    let (items, blank) = parse_captions(&text, &path)?;
+    if items.is_empty() {
+        return Err(DataError::TooFew {
+            path,
+            why: "no caption lines".to_string(),
+        });
+    }
+    Ok((items, blank))
+}
+
+/// A data folder, read and checked: every image loaded.
+#[derive(Debug, Clone)]
+pub struct FolderData {
+    /// The folder.
+    pub dir: PathBuf,
+    /// Every caption line, in file order.
+    pub items: Vec<Item>,
+    /// `[N, 3, S, S]`: image `i` of `items[i]`, in `[0, 1]`.
+    pub images: Array4<f32>,
+    /// Blank lines skipped in `captions.tsv`.
+    pub blank_lines: usize,
+}
+
+impl FolderData {
+    /// Reads `dir/captions.tsv` and every image it names, resized to
+    /// `size × size`.
+    ///
+    /// # Errors
+    /// Any [`DataError`], naming `captions.tsv` and the line; a file with no
+    /// caption line is [`DataError::TooFew`].
+    pub fn load(dir: &Path, size: usize) -> Result<Self, DataError> {
+        let (items, blank_lines) = read_captions(dir)?;
+        let path = dir.join(CAPTIONS_FILE);
+        let pre = preprocess(size);
+        let mut images = Array4::zeros((items.len(), 3, size, size));
+        for (item, mut out) in items.iter().zip(images.axis_iter_mut(Axis(0))) {
+            let image = dir.join(&item.file);
+            if !image.is_file() {
+                return Err(DataError::MissingImage {
+                    path,
+                    line: item.line,
+                    image,
+                });
+            }
+            let tensor = pre.load(&image).map_err(|source| DataError::Image {
+                path: path.clone(),
+                line: item.line,
+                source,
+            })?;
+            out.assign(&tensor);
+        }
+        Ok(FolderData {
+            dir: dir.to_path_buf(),
+            items,
+            images,
+            blank_lines,
+        })
+    }
+
+    /// The captions file's path.
+    pub fn captions_path(&self) -> PathBuf {
+        self.dir.join(CAPTIONS_FILE)
+    }
+
+    // ANCHOR: split
+    /// Whether item `i` (0-based, in file order) is validation data: every
+    /// [`VALIDATION_EVERY`]-th item.
+    pub fn is_validation(i: usize) -> bool {
+        (i + 1).is_multiple_of(VALIDATION_EVERY)
+    }
+    // ANCHOR_END: split
+
+    /// Indices of the training items.
+    pub fn train_indices(&self) -> Vec<usize> {
+        (0..self.items.len())
+            .filter(|&i| !Self::is_validation(i))
+            .collect()
+    }
+
+    /// Indices of the validation items.
+    pub fn validation_indices(&self) -> Vec<usize> {
+        (0..self.items.len())
+            .filter(|&i| Self::is_validation(i))
+            .collect()
+    }
+
+    /// A tokenizer trained on the training captions of `items` (as many
+    /// merges as they support, at most 1024), then `<|bos|>`, `<|eos|>`,
+    /// `<|pad|>`.
+    ///
+    /// # Errors
+    /// [`DataError::Tokenizer`].
+    pub fn train_tokenizer(items: &[Item]) -> Result<Tokenizer, DataError> {
+        let captions: Vec<&str> = items
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| !Self::is_validation(i))
+            .map(|(_, it)| it.caption.as_str())
+            .collect();
+        let tok = match Tokenizer::train_lines(&captions, 1024) {
+            Err(TokenizerError::VocabTooLarge { reached, .. }) => {
+                Tokenizer::train_lines(&captions, reached)
+            }
+            other => other,
+        }
+        .map_err(DataError::Tokenizer)?;
+        tok.with_special_tokens(&[tokenizer::BOS, tokenizer::EOS, tokenizer::PAD])
+            .map_err(DataError::Tokenizer)
+    }
+
+    /// The most tokens any caption needs with `<|bos|>` and `<|eos|>`.
+    pub fn longest(items: &[Item], tokenizer: &Tokenizer) -> usize {
+        items
+            .iter()
+            .map(|it| tokenizer.encode_ordinary(&it.caption).len() + 2)
+            .max()
+            .unwrap_or(2)
+    }
+
+    /// Checks that every caption fits in `max_len` tokens.
+    ///
+    /// # Errors
+    /// [`DataError::TooLong`] naming the first line that does not.
+    pub fn check_lengths(&self, tokenizer: &Tokenizer, max_len: usize) -> Result<(), DataError> {
+        for item in &self.items {
+            let tokens = tokenizer.encode_ordinary(&item.caption).len() + 2;
+            if tokens > max_len {
+                return Err(DataError::TooLong {
+                    path: self.captions_path(),
+                    line: item.line,
+                    tokens,
+                    max: max_len,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The batch of training step `step`: `min(batch_size, training items)`
+    /// distinct training items drawn by an RNG seeded with `(seed, step)`,
+    /// so a step's batch is the same in every run. Word dropout as in
+    /// [`crate::ToyData::batch`].
+    ///
+    /// # Panics
+    /// If a caption is longer than `tok.max_len` (see
+    /// [`FolderData::check_lengths`]) or there are no training items.
+    #[track_caller]
+    pub fn batch(
+        &self,
+        seed: u64,
+        step: u64,
+        batch_size: usize,
+        word_dropout_p: f32,
+        tok: &Tokens,
+    ) -> Batch {
+        let train = self.train_indices();
+        assert!(!train.is_empty(), "folder batch: no training items");
+        let mut rng = StdRng::seed_from_u64(mix(seed, step));
+        let picked: Vec<usize> =
+            rand::seq::index::sample(&mut rng, train.len(), batch_size.min(train.len()))
+                .into_iter()
+                .map(|k| train[k])
+                .collect();
+        let images = self.images.select(Axis(0), &picked);
+        let captions: Vec<String> = picked
+            .iter()
+            .map(|&i| self.items[i].caption.clone())
+            .collect();
+        let (tokens, lengths) = tok.encode(&captions);
+        let decoder_input = (word_dropout_p > 0.0).then(|| {
+            let mut rng = StdRng::seed_from_u64(mix(seed, u64::MAX / 4 + step));
+            word_dropout(&tokens, &lengths, word_dropout_p, tok.special.pad, &mut rng)
+        });
+        Batch {
+            images,
+            tokens,
+            lengths,
+            decoder_input,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_parse_and_every_bad_line_is_named() {
+        let p = Path::new("d/captions.tsv");
+        let (items, blank) = parse_captions("a.png\ta red circle\n\n b.png \t blue \n", p).unwrap();
+        assert_eq!(blank, 1);
+        assert_eq!(items.len(), 2);
+        assert_eq!(items[1].file, "b.png");
+        assert_eq!(items[1].caption, "blue");
+        assert_eq!(items[1].line, 3);
+        let err = |text: &str| parse_captions(text, p).unwrap_err().to_string();
+        assert_eq!(
+            err("a.png\tok\nb.png no tab\n"),
+            "d/captions.tsv:2: malformed line: want exactly one tab: file<TAB>caption"
+        );
+        assert!(err("a\tb\tc").contains(":1: malformed"));
+        assert!(err("\tcaption").contains("file name is empty"));
+        assert_eq!(err("x\nb.png\t  \n").split(':').nth(1), Some("1"));
+        assert_eq!(
+            err("a.png\tx\nb.png\t  \n"),
+            "d/captions.tsv:2: empty caption"
+        );
+    }
+
+    #[test]
+    fn every_tenth_line_is_validation() {
+        let val: Vec<usize> = (0..25).filter(|&i| FolderData::is_validation(i)).collect();
+        assert_eq!(val, vec![9, 19]);
+    }
+}
