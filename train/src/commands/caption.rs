@@ -103,10 +103,14 @@ pub fn render<P: AsRef<Path>>(paths: &[P], captions: &[Caption]) -> String {
     let mut out = String::new();
     for (path, c) in paths.iter().zip(captions) {
         let end = if c.finished { "" } else { " (cut at max_len)" };
+        let text = if c.text.trim().is_empty() {
+            "(empty caption)"
+        } else {
+            c.text.as_str()
+        };
         out += &format!(
-            "{}: {}{end}  [log p = {:.2}]\n",
+            "{}: {text}{end}  [log p = {:.2}]\n",
             shown(path.as_ref()),
-            c.text,
             c.log_prob
         );
     }
