@@ -65,6 +65,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut state = run::start(dir, &cfg)?;
     run::train(dir, &cfg, &mut state, steps, RunProgress::Quiet)?;
     let r = || PathBuf::from("runs/micro");
+    let losses = &state.history.steps;
+    write(
+        "micro.md",
+        format!(
+            "The micro model of `runs/micro`: {} parameters ({:?} image tower), {} steps of {} toy images; \
+             the loss went from {:.3} to {:.3}.\n",
+            embedding::Params::num_params(&state.model),
+            cfg.encoder,
+            steps,
+            cfg.batch_size,
+            losses.first().map_or(f32::NAN, |r| r.loss),
+            losses.last().map_or(f32::NAN, |r| r.loss),
+        ),
+    )?;
 
     // tokenize
     write(

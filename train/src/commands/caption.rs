@@ -28,8 +28,8 @@ pub struct CaptionArgs {
     pub seed: u64,
 }
 
-// ANCHOR: strategy
 impl CaptionArgs {
+    // ANCHOR: strategy
     /// The decoding strategy the flags ask for: greedy by default, beam
     /// search with `--beam`, sampling with `--temperature` and/or `--top-k`.
     ///

@@ -33,6 +33,7 @@ pub const CAPTIONS_FILE: &str = "captions.tsv";
 /// Every `VALIDATION_EVERY`-th caption line is validation data.
 pub const VALIDATION_EVERY: usize = 10;
 
+// ANCHOR: preprocess
 /// How pixels become model input, for toy and own images alike: resized
 /// to `size × size` and scaled to `[0, 1]` with no further normalisation,
 /// the range [`crate::data::Scene::render`] draws in.
@@ -44,6 +45,7 @@ pub fn preprocess(size: usize) -> Preprocess {
         std: [1.0; 3],
     }
 }
+// ANCHOR_END: preprocess
 
 /// One line of `captions.tsv`.
 #[derive(Debug, Clone, PartialEq)]
