@@ -59,7 +59,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let write = |name: &str, text: String| std::fs::write(book.join(name), text);
 
     // a micro model trained on the toy data: the run folder the commands read
-    let steps = 600;
+    let steps = 1200;
     let cfg = config(steps);
     let dir = Path::new("runs/micro");
     let mut state = run::start(dir, &cfg)?;
