@@ -35,6 +35,12 @@
 //!   .train_tokenizer(), training_objects(), held_out_objects(); Scene::{caption, parse, render}; HELD_OUT
 //! evaluate(&model, &tokenizer, &data, &EvalConfig) -> EvalReport { seen, held_out }; .table()
 //! run::{start, open, train, finish, eval_run, save_state, load_state}; RunConfig (Default: the default run)
+//! commands::load_run(dir) -> Loaded { model, tokenizer }; load_images(&model, paths) -> [N,3,S,S] in [0,1]
+//!   caption::caption_files(.., paths, &Strategy); classify::classify_file(.., image, labels) -> ranked (label, p)
+//!   search::{search_images(.., text, dir), search_texts(.., image, texts_file)} -> Found { ranked, skipped }
+//!   tokenize::tokenize(&tokenizer, text) -> Vec<Token { id, bytes }>; export::export(out, count, seed, two_object)
+//!   own::{train_own(data, run, &config, progress), eval_own(run, data)} -> OwnEval { train, validation }
+//! data::folder::FolderData::load(dir, size) (captions.tsv: file<TAB>caption; every 10th line validation)
 //! ```
 //!
 //! ## Shapes

@@ -289,6 +289,11 @@ fn exported_data_round_trips_as_own_data() {
         }
         assert!(m.image_to_text_r1 <= m.image_to_text_r5);
     }
+    // impossible export settings
+    assert!(err(export(&dir.join("x"), 0, 1, 0.0)).contains("--count"));
+    assert!(err(export(&dir.join("x"), 3, 1, 1.5)).contains("--two-object"));
+    std::fs::write(dir.join("file"), "").unwrap();
+    assert!(err(export(&dir.join("file"), 3, 1, 0.0)).contains("file"));
     // the second time the run folder is taken
     assert!(err(train_own(&data, &run, &micro(3), Progress::Quiet)).contains("already holds"));
     std::fs::remove_dir_all(dir).unwrap();

@@ -315,6 +315,10 @@ pub fn train_own(
         state.step += 1;
         bar.set_position(state.step as u64);
         bar.set_message(format!("loss {:.3}", stats.loss));
+        let interval = config.checkpoint_interval;
+        if interval > 0 && state.step.is_multiple_of(interval) && state.step < config.steps {
+            run::save_state(run, &state)?; // the commands can read a run still training
+        }
     }
     bar.finish_and_clear();
     state.history.train_seconds = started.elapsed().as_secs_f64();
