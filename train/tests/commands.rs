@@ -109,6 +109,7 @@ fn captions_of_any_size_with_every_strategy() {
     }
     for (a, flag) in [
         (args(Some(0), None, None), "--beam"),
+        (args(Some(1_000_000_000), None, None), "--beam"),
         (args(Some(2), Some(1.0), None), "--beam"),
         (args(None, Some(-1.0), None), "--temperature"),
         (args(None, Some(f32::NAN), None), "--temperature"),
@@ -164,6 +165,12 @@ fn search_ranks_images_by_text_and_texts_by_image() {
     std::fs::write(&texts, "a red circle\na blue square\na green cross\n").unwrap();
     let found = search_texts(&m.model, &m.tokenizer, &image(0), &texts).unwrap();
     assert_eq!(found.ranked.len(), 3);
+    assert_eq!(found.cut, 0);
+    // a text longer than the model reads is cut, and the output says so
+    std::fs::write(&texts, format!("a red circle\n{}\n", "red ".repeat(30))).unwrap();
+    let found = search_texts(&m.model, &m.tokenizer, &image(0), &texts).unwrap();
+    assert_eq!(found.cut, 1);
+    assert!(train::commands::search::render(&found, None).contains("note: 1 text(s)"));
     assert!(found.ranked.windows(2).all(|w| w[0].1 >= w[1].1));
 
     // errors: a texts file with an empty line, a missing one, a folder without images,

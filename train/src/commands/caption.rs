@@ -5,6 +5,9 @@ use model::{Beam, Caption, Captioner, Model, Sampling, Strategy};
 use std::path::{Path, PathBuf};
 use tokenizer::Tokenizer;
 
+/// The widest beam `--beam` accepts.
+pub const MAX_BEAM: usize = 100;
+
 /// Arguments of `train caption`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct CaptionArgs {
@@ -44,6 +47,10 @@ impl CaptionArgs {
                 "choose beam search (--beam) or sampling (--temperature, --top-k), not both",
             )),
             (Some(0), _) => Err(bad_arg("beam", "the beam width must be at least 1")),
+            (Some(width), false) if width > MAX_BEAM => Err(bad_arg(
+                "beam",
+                format!("at most {MAX_BEAM} beams (wider ones only cost time)"),
+            )),
             (Some(width), false) => Ok(Strategy::Beam(Beam {
                 width,
                 length_penalty: 1.0,

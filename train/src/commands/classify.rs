@@ -2,7 +2,7 @@
 //! classification with prompt templates.
 
 use super::{CommandError, bad_arg, load_images, load_run};
-use model::{Model, PROMPT_TEMPLATES, ZeroShotClassifier};
+use model::{Model, PROMPT_TEMPLATES, ZeroShotClassifier, prompts};
 use std::path::{Path, PathBuf};
 use tokenizer::Tokenizer;
 
@@ -28,7 +28,13 @@ impl ClassifyArgs {
         let labels = parse_labels(&self.labels)?;
         let run = load_run(&self.run)?;
         let ranked = classify_file(&run.model, &run.tokenizer, &self.image, &labels)?;
-        Ok(render(&ranked))
+        let classes: Vec<&str> = labels.iter().map(String::as_str).collect();
+        let cut = super::texts_cut(
+            &run.model,
+            &run.tokenizer,
+            &prompts(&classes, &PROMPT_TEMPLATES),
+        );
+        Ok(render(&ranked) + &super::cut_note(cut, run.model.config().max_len))
     }
 }
 

@@ -158,6 +158,28 @@ pub fn load_images<P: AsRef<Path>>(
     Ok(preprocess(size).load_batch(paths)?)
 }
 
+/// How many of `texts` are longer than the text tower reads (`max_len`
+/// with `<|bos|>` and `<|eos|>`): [`model::tokenize_texts`] cuts them, and
+/// the commands say so.
+pub fn texts_cut(model: &Model, tokenizer: &Tokenizer, texts: &[String]) -> usize {
+    let max = model.config().max_len;
+    texts
+        .iter()
+        .filter(|t| tokenizer.encode_ordinary(t).len() + 2 > max)
+        .count()
+}
+
+/// The note the commands print for texts that were cut.
+pub(crate) fn cut_note(cut: usize, max_len: usize) -> String {
+    if cut == 0 {
+        String::new()
+    } else {
+        format!(
+            "note: {cut} text(s) needed more than the model's {max_len} tokens and were cut to fit\n"
+        )
+    }
+}
+
 /// The commands that use a trained run (flattened into the `train`
 /// program's subcommands).
 #[derive(clap::Subcommand, Debug)]

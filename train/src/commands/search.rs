@@ -36,6 +36,10 @@ pub struct SearchArgs {
 pub struct Found {
     pub ranked: Vec<(String, f32)>,
     pub skipped: usize,
+    /// Texts longer than the model reads, cut to fit (see [`super::texts_cut`]).
+    pub cut: usize,
+    /// The model's `max_len`.
+    pub max_len: usize,
 }
 
 impl SearchArgs {
@@ -132,7 +136,12 @@ pub fn search_images(
             (shown(name), r.score)
         })
         .collect();
-    Ok(Found { ranked, skipped })
+    Ok(Found {
+        ranked,
+        skipped,
+        cut: super::texts_cut(model, tokenizer, &[text.to_string()]),
+        max_len: model.config().max_len,
+    })
 }
 // ANCHOR_END: search_images
 
@@ -187,7 +196,12 @@ pub fn search_texts(
         .iter()
         .map(|r| (texts[r.index].clone(), r.score))
         .collect();
-    Ok(Found { ranked, skipped: 0 })
+    Ok(Found {
+        ranked,
+        skipped: 0,
+        cut: super::texts_cut(model, tokenizer, &texts),
+        max_len: model.config().max_len,
+    })
 }
 
 /// The ranking as a table (the best `top`, or all).
@@ -200,6 +214,7 @@ pub fn render(found: &Found, top: Option<usize>) -> String {
     if n < found.ranked.len() {
         out += &format!("({} more)\n", found.ranked.len() - n);
     }
+    out += &super::cut_note(found.cut, found.max_len);
     if found.skipped > 0 {
         out += &format!(
             "skipped {} file(s) that are not .png, .jpg or .jpeg\n",
