@@ -172,14 +172,14 @@ fn main() -> ExitCode {
         ) => {
             return train::commands::own::eval_cli(run, data);
         }
-        (None, Some(data)) => {
+        (None, data) => {
             let run = cli.train.out.join(&cli.train.name);
-            return train::commands::own::train_cli(
-                data,
-                &run,
-                &cli.train.config(),
-                cli.train.resume,
-            );
+            let resume_own = cli.train.resume && train::commands::own::is_own_run(&run);
+            if data.is_some() || resume_own {
+                let config = cli.train.config();
+                let data = data.as_deref();
+                return train::commands::own::train_cli(data, &run, &config, cli.train.resume);
+            }
         }
         _ => {}
     }

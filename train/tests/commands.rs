@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use train::commands::caption::{CaptionArgs, caption_files};
 use train::commands::classify::{classify_file, parse_labels};
 use train::commands::export::export;
-use train::commands::own::{Progress, eval_own, train_own};
+use train::commands::own::{Progress, eval_own, resume_own, start_own, train_own, train_steps};
 use train::commands::search::{SearchArgs, read_texts, search_images, search_texts};
 use train::commands::tokenize::{TokenizeArgs, tokenize};
 use train::commands::{CommandError, Loaded, load_run};
@@ -275,14 +275,14 @@ fn exported_data_round_trips_as_own_data() {
     let (own, state) = train_own(&data, &run, &micro(3), Progress::Quiet).unwrap();
     assert_eq!(state.step, 3);
     assert_eq!((own.train_items, own.validation_items), (18, 2));
-    assert_eq!(own.eval.validation.items, 2);
+    assert_eq!(own.eval.unwrap().validation.items, 2);
     for file in [run::RUN_FILE, run::LOSS_PLOT_FILE, "own-data.json"] {
         assert!(run.join(file).is_file(), "{file}");
     }
     // the tokenizer learned the captions' words, the run opens like any other
     assert_eq!(state.tokenizer.encode_ordinary(" magenta").len(), 1);
     let (eval, _) = eval_own(&run, &data).unwrap();
-    assert_eq!(eval, own.eval);
+    assert_eq!(Some(eval), own.eval);
     for m in [eval.train, eval.validation] {
         for v in [
             m.image_to_text_r1,
@@ -301,6 +301,21 @@ fn exported_data_round_trips_as_own_data() {
     assert!(err(export(&dir.join("x"), 3, 1, 1.5)).contains("--two-object"));
     std::fs::write(dir.join("file"), "").unwrap();
     assert!(err(export(&dir.join("file"), 3, 1, 0.0)).contains("file"));
+    // resuming from a checkpoint gives the weights of the uninterrupted run
+    let cfg = micro(6);
+    let (_, straight) = train_own(&data, &dir.join("straight"), &cfg, Progress::Quiet).unwrap();
+    let halves = dir.join("halves");
+    let (folder, mut half) = start_own(&data, &halves, &cfg).unwrap();
+    train_steps(&halves, &cfg, &folder, &mut half, 3, Progress::Quiet).unwrap();
+    run::save_state(&halves, &half).unwrap();
+    let (resumed_own, resumed) = resume_own(&halves, None, Progress::Quiet).unwrap();
+    assert_eq!(resumed.step, 6);
+    assert_eq!(
+        resumed.model, straight.model,
+        "weights differ after resuming"
+    );
+    assert!(resumed_own.eval.is_some());
+    assert!(err(resume_own(&fixture().0, None, Progress::Quiet)).contains("own-data.json"));
     // the second time the run folder is taken
     assert!(err(train_own(&data, &run, &micro(3), Progress::Quiet)).contains("already holds"));
     std::fs::remove_dir_all(dir).unwrap();
@@ -433,6 +448,30 @@ fn the_program_runs_the_commands_and_exits_1_on_errors() {
         "3",
     ]);
     assert!(ok && out.starts_with("wrote 3 images"), "{out}");
+    // train on the exported folder, then resume the finished run (nothing left to train)
+    let data12 = dir.join("data12");
+    export(&data12, 12, 0, 0.0).unwrap();
+    let (d, o) = (data12.to_str().unwrap(), dir.to_str().unwrap());
+    let base = [
+        "--steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--name",
+        "own",
+        "--out",
+        o,
+    ];
+    let (ok, out, err) = program(&[&["--data", d][..], &base].concat());
+    assert!(
+        ok && out.contains("11 training, 1 validation"),
+        "{out}{err}"
+    );
+    let (ok, out, err) = program(&[&["--resume"][..], &base].concat());
+    assert!(
+        ok && err.contains("resuming") && out.contains("| validation |"),
+        "{out}{err}"
+    );
     // errors: a message naming the file and exit code 1
     let out_dir = dir.to_str().unwrap();
     for (args, want) in [

@@ -19,7 +19,7 @@ use ndarray::{Axis, s};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use tokenizer::Tokenizer;
 
 /// The file a run on own data writes.
@@ -61,7 +61,8 @@ pub struct OwnRun {
     pub train_items: usize,
     pub validation_items: usize,
     pub blank_lines: usize,
-    pub eval: OwnEval,
+    /// The final evaluation (`None` while training).
+    pub eval: Option<OwnEval>,
 }
 
 impl OwnEval {
@@ -200,9 +201,9 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), CommandError> 
 pub use crate::run::Progress;
 
 // ANCHOR: train_own
-/// Trains a new run in `run` on the data folder `data_dir` with `config`
-/// (its toy-data settings, `two_object`, are not used), writes its files and
-/// returns the final evaluation.
+/// Starts a new run in `run` on the data folder `data_dir` with `config`
+/// (its toy-data setting `two_object` is not used): writes `run.json` and
+/// `own-data.json`, returns the data and the untrained state.
 ///
 /// The tokenizer is trained on the training captions; the model reads
 /// captions as long as the preset's `max_len` or the longest caption,
@@ -211,18 +212,17 @@ pub use crate::run::Progress;
 /// # Errors
 /// A bad config, any [`DataError`] (file and line), fewer than 2 training
 /// items, a run folder that already holds a checkpoint, a non-finite loss.
-pub fn train_own(
+pub fn start_own(
     data_dir: &Path,
     run: &Path,
     config: &RunConfig,
-    progress: Progress,
-) -> Result<(OwnRun, State), CommandError> {
+) -> Result<(FolderData, State), CommandError> {
     config.validate()?;
     if run.join(run::CHECKPOINT_DIR).exists() {
         return Err(super::bad_arg(
             "name",
             format!(
-                "{} already holds a run; choose another --name",
+                "{} already holds a run; pass --resume to continue it or choose another --name",
                 run.display()
             ),
         ));
@@ -250,7 +250,8 @@ pub fn train_own(
         .map_err(RunError::Config)?;
     std::fs::create_dir_all(run).map_err(io(run))?;
     write_json(&run.join(run::RUN_FILE), config)?;
-    let mut state = State {
+    write_json(&run.join(OWN_DATA_FILE), &own_run(data_dir, &data))?; // names the folder for --resume
+    let state = State {
         opt: AdamWState::new(
             AdamW {
                 weight_decay: config.weight_decay,
@@ -263,6 +264,110 @@ pub fn train_own(
         step: 0,
         history: History::default(),
     };
+    Ok((data, state))
+}
+
+/// Trains a new run in `run` on the data folder `data_dir` with `config`
+/// ([`start_own`], then every step), writes its files and returns the
+/// final evaluation.
+///
+/// # Errors
+/// As [`start_own`], or a non-finite loss.
+pub fn train_own(
+    data_dir: &Path,
+    run: &Path,
+    config: &RunConfig,
+    progress: Progress,
+) -> Result<(OwnRun, State), CommandError> {
+    let (data, mut state) = start_own(data_dir, run, config)?;
+    train_steps(run, config, &data, &mut state, config.steps, progress)?;
+    let mut own = own_run(data_dir, &data);
+    own.eval = Some(finish_own(run, &data, &state)?);
+    write_json(&run.join(OWN_DATA_FILE), &own)?;
+    Ok((own, state))
+}
+// ANCHOR_END: train_own
+
+fn own_run(data_dir: &Path, data: &FolderData) -> OwnRun {
+    OwnRun {
+        data: data_dir.display().to_string(),
+        train_items: data.train_indices().len(),
+        validation_items: data.validation_indices().len(),
+        blank_lines: data.blank_lines,
+        eval: None,
+    }
+}
+
+/// Continues a run on own data from its last checkpoint, on the folder
+/// its `own-data.json` names (or `data_dir` if given), to its `steps`.
+/// Batches are a pure function of `(seed, step)`, so the result is the
+/// uninterrupted run's.
+///
+/// # Errors
+/// A folder that is not a run on own data, a damaged checkpoint, any
+/// [`DataError`].
+pub fn resume_own(
+    run: &Path,
+    data_dir: Option<&Path>,
+    progress: Progress,
+) -> Result<(OwnRun, State), CommandError> {
+    let recorded: OwnRun = read_own(run)?;
+    let (config, mut state) = run::open(run)?;
+    let data_dir = data_dir.map_or_else(|| PathBuf::from(&recorded.data), Path::to_path_buf);
+    let data = FolderData::load(&data_dir, state.model.config().image.image_size())?;
+    data.check_lengths(&state.tokenizer, state.model.config().max_len)?;
+    let mut own = own_run(&data_dir, &data);
+    train_steps(run, &config, &data, &mut state, config.steps, progress)?;
+    own.eval = Some(finish_own(run, &data, &state)?);
+    write_json(&run.join(OWN_DATA_FILE), &own)?;
+    Ok((own, state))
+}
+
+/// Whether `run` is a run on own data (it has an `own-data.json`).
+pub fn is_own_run(run: &Path) -> bool {
+    run.join(OWN_DATA_FILE).is_file()
+}
+
+fn read_own(run: &Path) -> Result<OwnRun, CommandError> {
+    let path = run.join(OWN_DATA_FILE);
+    let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+    serde_json::from_str(&text).map_err(|e| CommandError::BadLine {
+        path: path.clone(),
+        line: e.line(),
+        why: format!("not a valid {OWN_DATA_FILE}: {e}"),
+    })
+}
+
+/// Writes the checkpoint, `loss.svg`, and evaluates both splits.
+fn finish_own(run: &Path, data: &FolderData, state: &State) -> Result<OwnEval, CommandError> {
+    run::save_state(run, state)?;
+    let svg = crate::plot::loss_svg(&state.history.steps);
+    let path = run.join(run::LOSS_PLOT_FILE);
+    model::write_atomic(&path, svg.as_bytes()).map_err(io(&path))?;
+    Ok(evaluate_folder(&state.model, &state.tokenizer, data))
+}
+
+// ANCHOR: train_steps
+/// The training loop on own data: [`train_step`] on
+/// [`FolderData::batch`] from `state.step` to `stop` (at most
+/// `config.steps`), with a checkpoint every `checkpoint_interval` steps.
+///
+/// # Errors
+/// [`RunError::NonFinite`] naming the step (the last checkpoint is kept), a
+/// checkpoint that cannot be written.
+///
+/// # Panics
+/// If a caption is longer than the model reads
+/// ([`FolderData::check_lengths`]).
+pub fn train_steps(
+    run: &Path,
+    config: &RunConfig,
+    data: &FolderData,
+    state: &mut State,
+    stop: usize,
+    progress: Progress,
+) -> Result<(), CommandError> {
+    let stop = stop.min(config.steps);
     let schedule = Schedule {
         warmup: config.warmup,
         total: config.steps,
@@ -279,7 +384,9 @@ pub fn train_own(
         Progress::Bar => indicatif::ProgressBar::new(config.steps as u64),
         Progress::Quiet => indicatif::ProgressBar::hidden(),
     };
-    while state.step < config.steps {
+    bar.set_position(state.step as u64);
+    let mut last_checkpoint = (state.step > 0).then_some(state.step);
+    while state.step < stop {
         let step = state.step;
         let tokens = Tokens::new(&state.tokenizer, state.model.config());
         let batch = data.batch(
@@ -301,7 +408,7 @@ pub fn train_own(
         )
         .map_err(|source| RunError::NonFinite {
             source,
-            checkpoint: None,
+            checkpoint: last_checkpoint,
         })?;
         state.history.steps.push(StepRecord {
             step,
@@ -317,26 +424,15 @@ pub fn train_own(
         bar.set_message(format!("loss {:.3}", stats.loss));
         let interval = config.checkpoint_interval;
         if interval > 0 && state.step.is_multiple_of(interval) && state.step < config.steps {
-            run::save_state(run, &state)?; // the commands can read a run still training
+            run::save_state(run, state)?; // resumable, and readable by the commands
+            last_checkpoint = Some(state.step);
         }
     }
     bar.finish_and_clear();
-    state.history.train_seconds = started.elapsed().as_secs_f64();
-    run::save_state(run, &state)?;
-    let svg = crate::plot::loss_svg(&state.history.steps);
-    let path = run.join(run::LOSS_PLOT_FILE);
-    model::write_atomic(&path, svg.as_bytes()).map_err(io(&path))?;
-    let own = OwnRun {
-        data: data_dir.display().to_string(),
-        train_items: n_train,
-        validation_items: data.validation_indices().len(),
-        blank_lines: data.blank_lines,
-        eval: evaluate_folder(&state.model, &state.tokenizer, &data),
-    };
-    write_json(&run.join(OWN_DATA_FILE), &own)?;
-    Ok((own, state))
+    state.history.train_seconds += started.elapsed().as_secs_f64();
+    Ok(())
 }
-// ANCHOR_END: train_own
+// ANCHOR_END: train_steps
 
 /// Evaluates a saved run on a data folder (its validation split must not
 /// be empty); writes nothing.
@@ -372,7 +468,10 @@ pub fn render_train(own: &OwnRun, run: &Path) -> String {
     if own.blank_lines > 0 {
         out += &format!("skipped {} blank line(s)\n", own.blank_lines);
     }
-    out += &format!("\n{}\nwrote {}\n", own.eval.table(), run.display());
+    if let Some(eval) = &own.eval {
+        out += &format!("\n{}", eval.table());
+    }
+    out += &format!("\nwrote {}\n", run.display());
     out
 }
 
@@ -387,27 +486,36 @@ pub fn render_eval(eval: &OwnEval, data: &FolderData) -> String {
 
 /// `train --data DIR`: trains, prints the evaluation, exit code 1 on error.
 pub fn train_cli(
-    data: &Path,
+    data: Option<&Path>,
     run: &Path,
     config: &RunConfig,
     resume: bool,
 ) -> std::process::ExitCode {
-    if resume {
-        return super::report(Err(super::bad_arg(
+    let result = match (resume, data) {
+        (true, _) if !is_own_run(run) => Err(super::bad_arg(
             "resume",
-            "runs on own data cannot be resumed yet; start a new one with another --name",
-        )));
-    }
-    eprintln!(
-        "training on {} for {} steps of {} images into {}",
-        data.display(),
-        config.steps,
-        config.batch_size,
-        run.display()
-    );
-    super::report(
-        train_own(data, run, config, Progress::Bar).map(|(own, _)| render_train(&own, run)),
-    )
+            format!(
+                "{} is not a run on own data (no {OWN_DATA_FILE})",
+                run.display()
+            ),
+        )),
+        (true, _) => {
+            eprintln!("resuming {}", run.display());
+            resume_own(run, data, Progress::Bar)
+        }
+        (false, Some(data)) => {
+            eprintln!(
+                "training on {} for {} steps of {} images into {}",
+                data.display(),
+                config.steps,
+                config.batch_size,
+                run.display()
+            );
+            train_own(data, run, config, Progress::Bar)
+        }
+        (false, None) => Err(super::bad_arg("data", "give the data folder")),
+    };
+    super::report(result.map(|(own, _)| render_train(&own, run)))
 }
 
 /// `train eval RUN --data DIR`: prints the evaluation, exit code 1 on error.
