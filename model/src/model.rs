@@ -202,33 +202,6 @@ impl Model {
         tokens: &ArrayRef2<u32>,
         lengths: &[usize],
     ) -> (ModelOutput, ModelCache) {
-        let seq = tokens.dim().1;
-        self.forward_with_decoder_input(
-            images,
-            tokens,
-            lengths,
-            &tokens.slice(s![.., ..seq.max(1) - 1]),
-        )
-    }
-
-    /// [`Model::forward`] with the decoder reading `decoder_input` instead of
-    /// `tokens[:, ..T−1]`: training can hide some of the caption's words
-    /// from the decoder (word dropout) while the targets stay the true
-    /// caption and the text tower still reads all of it.
-    ///
-    /// # Shapes
-    /// - as [`Model::forward`], with `decoder_input: [B, T − 1]`
-    ///
-    /// # Panics
-    /// As [`Model::forward`], and if `decoder_input` is not `[B, T − 1]`.
-    #[track_caller]
-    pub fn forward_with_decoder_input(
-        &self,
-        images: &ArrayRef4<f32>,
-        tokens: &ArrayRef2<u32>,
-        lengths: &[usize],
-        decoder_input: &ArrayRef2<u32>,
-    ) -> (ModelOutput, ModelCache) {
         let (batch, seq) = tokens.dim();
         assert!(
             images.dim().0 == batch && seq >= 2,
@@ -237,12 +210,6 @@ impl Model {
             tokens.dim()
         );
         check_lengths("model", lengths, batch, seq);
-        assert_eq!(
-            decoder_input.dim(),
-            (batch, seq - 1),
-            "model: the decoder input must be [B, T − 1] for tokens {:?}",
-            tokens.dim()
-        );
 
         // the image tower, and its pooled vector into the shared space
         let (image_out, image) = self.image.forward(images); // tokens [B, N_img, C_img], pooled [B, C_img]
@@ -259,7 +226,9 @@ impl Model {
         let (text_embeds, text_norms) = l2_normalize(&projected.remove_axis(Axis(1))); // [B, E]
 
         // the decoder reads the caption up to the last token and the image tokens
-        let (logits, decoder) = self.decoder.forward(&image_out.tokens, decoder_input); // [B, T−1, V]
+        let (logits, decoder) = self
+            .decoder
+            .forward(&image_out.tokens, &tokens.slice(s![.., ..seq - 1])); // [B, T−1, V]
 
         let output = ModelOutput {
             image_embeds: image_embeds.clone(),
@@ -569,25 +538,6 @@ mod tests {
             assert!((row.dot(&row) - 1.0).abs() < 1e-5);
         }
         assert!((output.logit_scale - 1.0 / 0.07).abs() < 1e-3);
-    }
-
-    #[test]
-    fn the_decoder_input_changes_only_the_logits() {
-        let model = micro(ModelConfig::micro_cnn(), Head::Tied, 5);
-        let (images, tokens, lengths) = batch(8);
-        let (output, _) = model.forward(&images, &tokens, &lengths);
-        let mut input = tokens.slice(s![.., ..5]).to_owned();
-        let (same, _) = model.forward_with_decoder_input(&images, &tokens, &lengths, &input);
-        assert_eq!(same.logits, output.logits);
-        input[[0, 2]] = 11; // hide one word from the decoder
-        let (hidden, _) = model.forward_with_decoder_input(&images, &tokens, &lengths, &input);
-        assert_eq!(hidden.image_embeds, output.image_embeds);
-        assert_eq!(hidden.text_embeds, output.text_embeds);
-        let logits = model
-            .decoder
-            .logits(&model.encode_images(&images).0, &input);
-        assert_eq!(hidden.logits, logits);
-        assert_ne!(hidden.logits, output.logits);
     }
 
     #[test]

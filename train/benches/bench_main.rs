@@ -47,7 +47,6 @@ fn batch_of(batch: usize, config: &ModelConfig) -> Batch {
         images,
         tokens,
         lengths,
-        decoder_input: None,
     }
 }
 

@@ -275,7 +275,6 @@ mod tests {
         let data = ToyData {
             seed: 1,
             two_object: 0.0,
-            word_dropout: 0.0,
         };
         let tok = data.train_tokenizer().unwrap();
         let mut config = ModelConfig::micro(tok.vocab_size());

@@ -77,10 +77,6 @@ struct TrainArgs {
     /// Fraction of two-object scenes in training.
     #[arg(long)]
     two_object: Option<f32>,
-    /// Probability that the caption decoder reads a blank instead of a
-    /// caption word in training (word dropout).
-    #[arg(long)]
-    word_dropout: Option<f32>,
     /// Evaluate on held-out data every N steps (0: only at the end).
     #[arg(long)]
     eval_interval: Option<usize>,
@@ -107,7 +103,6 @@ impl TrainArgs {
             contrastive_weight: self.contrastive_weight.unwrap_or(d.contrastive_weight),
             caption_weight: self.caption_weight.unwrap_or(d.caption_weight),
             two_object: self.two_object.unwrap_or(d.two_object),
-            word_dropout: self.word_dropout.unwrap_or(d.word_dropout),
             eval_interval: self.eval_interval.unwrap_or(d.eval_interval),
             checkpoint_interval: self.checkpoint_interval.unwrap_or(d.checkpoint_interval),
             ..d

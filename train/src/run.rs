@@ -71,9 +71,6 @@ pub struct RunConfig {
     pub size: ModelSize,
     /// Fraction of two-object scenes in training.
     pub two_object: f32,
-    /// Probability that the decoder reads `<|pad|>` instead of a caption word.
-    #[serde(default)]
-    pub word_dropout: f32,
     /// Evaluate on held-out data every this many steps (0: only at the end).
     pub eval_interval: usize,
     /// Write a checkpoint every this many steps (0: only at the end).
@@ -99,7 +96,6 @@ impl Default for RunConfig {
             encoder: Encoder::Cnn,
             size: ModelSize::Tiny,
             two_object: 0.0,
-            word_dropout: 0.0,
             eval_interval: 250,
             checkpoint_interval: 500,
             eval_per_object: 2,
@@ -113,7 +109,6 @@ impl RunConfig {
         ToyData {
             seed: self.seed,
             two_object: self.two_object,
-            word_dropout: self.word_dropout,
         }
     }
 
@@ -197,9 +192,6 @@ impl RunConfig {
         }
         if !(0.0..=1.0).contains(&self.two_object) {
             return bad("two-object", "must be a fraction in [0, 1]");
-        }
-        if !(0.0..1.0).contains(&self.word_dropout) {
-            return bad("word-dropout", "must be a probability in [0, 1)");
         }
         Ok(())
     }

@@ -20,9 +20,6 @@ pub struct Batch {
     pub tokens: Array2<u32>,
     /// `[B]`: `<|bos|>` to `<|eos|>` inclusive.
     pub lengths: Vec<usize>,
-    /// `[B, T − 1]`: what the decoder reads, if not `tokens[:, ..T−1]`
-    /// (word dropout hides some words from it).
-    pub decoder_input: Option<Array2<u32>>,
 }
 
 // ANCHOR: loss_weights
@@ -140,12 +137,7 @@ pub fn train_step(
     let lr = schedule.lr(step);
     grads.zero();
 
-    let (out, cache) = match &batch.decoder_input {
-        None => model.forward(&batch.images, &batch.tokens, &batch.lengths),
-        Some(input) => {
-            model.forward_with_decoder_input(&batch.images, &batch.tokens, &batch.lengths, input)
-        }
-    };
+    let (out, cache) = model.forward(&batch.images, &batch.tokens, &batch.lengths);
     let contrastive = contrastive_loss(&out.image_embeds, &out.text_embeds, out.logit_scale);
     let caption = caption_loss(&out.logits, &batch.tokens, &batch.lengths);
     let loss = weights.contrastive * contrastive.loss + weights.caption * caption.loss;
@@ -220,7 +212,6 @@ mod tests {
                 [9, 5, 6, 7, 8, 10]
             ],
             lengths: vec![5, 3, 6],
-            decoder_input: None,
         };
         (model, batch)
     }

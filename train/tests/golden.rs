@@ -137,7 +137,6 @@ fn ten_steps(name: &str, config: ModelConfig) {
         images: g.array::<Ix4>("images"),
         tokens: g.ids::<Ix2>("tokens"),
         lengths: ids(&g, "lengths"),
-        decoder_input: None,
     };
     let schedule = Schedule {
         warmup: g.scalar("warmup") as usize,

@@ -66,18 +66,11 @@ pub struct ToyData {
     pub seed: u64,
     /// Fraction of training scenes with two objects (relational captions).
     pub two_object: f32,
-    /// Probability that the decoder reads `<|pad|>` instead of a caption
-    /// word (word dropout; see [`ToyData::batch`]).
-    pub word_dropout: f32,
 }
 
 /// Which step index the evaluation sets use: far from any training step, so
 /// their images are never training images.
 const EVAL_STREAM: u64 = u64::MAX / 2;
-
-/// Which stream the word-dropout masks use: the scenes of step `s` use
-/// stream `s`, so the masks never share an RNG with any step's scenes.
-const WORD_DROPOUT_STREAM: u64 = u64::MAX / 4;
 
 impl ToyData {
     /// Every single-object scene training may show.
@@ -181,29 +174,14 @@ impl ToyData {
     }
 
     /// The tokenised batch of training step `step`.
-    ///
-    /// With `word_dropout > 0`, the batch also carries the decoder's input:
-    /// the caption with each word replaced by `<|pad|>` with that
-    /// probability (`<|bos|>` is kept). The targets stay the true caption.
     pub fn batch(&self, step: u64, batch_size: usize, tok: &Tokens) -> Batch {
         let (scenes, images) = self.scenes(step, batch_size);
         let captions: Vec<String> = scenes.iter().map(Scene::caption).collect();
         let (tokens, lengths) = tok.encode(&captions);
-        let decoder_input = (self.word_dropout > 0.0).then(|| {
-            let mut rng = StdRng::seed_from_u64(mix(self.seed, WORD_DROPOUT_STREAM + step));
-            word_dropout(
-                &tokens,
-                &lengths,
-                self.word_dropout,
-                tok.special.pad,
-                &mut rng,
-            )
-        });
         Batch {
             images,
             tokens,
             lengths,
-            decoder_input,
         }
     }
 
@@ -245,39 +223,6 @@ fn render_all(scenes: &[Scene], rng: &mut StdRng) -> Array4<f32> {
     }
     images
 }
-
-// ANCHOR: word_dropout
-/// The decoder's input with word dropout: `tokens[:, ..T−1]` with every
-/// caption token (between `<|bos|>` and `<|eos|>`) replaced by `pad` with
-/// probability `p`.
-///
-/// A decoder that always reads the previous words can learn "after *blue*
-/// comes *square* or *triangle*, never *circle*": in training, blue circles
-/// never appear. Hiding words now and then makes it read the shape from the
-/// image, which is what a held-out combination needs.
-///
-/// # Shapes
-/// `tokens: [B, T]`, `lengths: [B]` → `[B, T − 1]`
-pub fn word_dropout(
-    tokens: &Array2<u32>,
-    lengths: &[usize],
-    p: f32,
-    pad: u32,
-    rng: &mut impl Rng,
-) -> Array2<u32> {
-    let t = tokens.ncols();
-    let mut input = tokens.slice(s![.., ..t - 1]).to_owned();
-    for (mut row, &len) in input.rows_mut().into_iter().zip(lengths) {
-        // positions 1..len−1 hold the caption's words; 0 is <|bos|>
-        for id in row.iter_mut().take(len - 1).skip(1) {
-            if rng.random::<f32>() < p {
-                *id = pad;
-            }
-        }
-    }
-    input
-}
-// ANCHOR_END: word_dropout
 
 /// A tokenizer with the model's special tokens: turns captions into the
 /// rows of a [`Batch`].
@@ -340,7 +285,6 @@ mod tests {
         ToyData {
             seed: 5,
             two_object: 0.3,
-            word_dropout: 0.0,
         }
     }
 
@@ -411,45 +355,6 @@ mod tests {
                 .len(),
             8
         );
-    }
-
-    #[test]
-    fn word_dropout_hides_only_caption_words_at_about_its_rate() {
-        let d = ToyData {
-            word_dropout: 0.25,
-            ..data()
-        };
-        let tok = d.train_tokenizer().unwrap();
-        let config = ModelConfig::tiny(tok.vocab_size());
-        let tokens = Tokens::new(&tok, &config);
-        let batch = d.batch(7, 256, &tokens);
-        let input = batch.decoder_input.as_ref().unwrap();
-        let t = batch.tokens.ncols();
-        assert_eq!(input.dim(), (256, t - 1));
-        let (mut words, mut hidden) = (0, 0);
-        for (b, &len) in batch.lengths.iter().enumerate() {
-            for i in 0..t - 1 {
-                let (got, true_id) = (input[[b, i]], batch.tokens[[b, i]]);
-                if (1..len - 1).contains(&i) {
-                    words += 1;
-                    if got == config.special.pad {
-                        hidden += 1;
-                    } else {
-                        assert_eq!(got, true_id);
-                    }
-                } else {
-                    // <|bos|>, <|eos|> and padding are never touched
-                    assert_eq!(got, true_id, "row {b} position {i}");
-                }
-            }
-        }
-        let rate = hidden as f64 / words as f64;
-        assert!((0.22..0.28).contains(&rate), "hid {hidden} of {words}");
-        // a pure function of (seed, step), and other steps hide other words
-        assert_eq!(d.batch(7, 256, &tokens).decoder_input.as_ref(), Some(input));
-        assert_ne!(d.batch(8, 256, &tokens).decoder_input.unwrap(), input);
-        // without word dropout the decoder reads the caption itself
-        assert!(data().batch(7, 4, &tokens).decoder_input.is_none());
     }
 
     #[test]
