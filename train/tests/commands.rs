@@ -256,7 +256,6 @@ fn exported_data_round_trips_as_own_data() {
     let (_, toy) = train::ToyData {
         seed: 1,
         two_object: 0.5,
-        word_dropout: 0.0,
     }
     .scenes(0, 64);
     let diff = (&folder.images - &toy.slice(ndarray::s![..20, .., .., ..]))

@@ -78,7 +78,6 @@ pub fn export(
     let data = ToyData {
         seed,
         two_object,
-        word_dropout: 0.0,
     };
     let mut scenes = Vec::with_capacity(count);
     let mut tsv = String::new();

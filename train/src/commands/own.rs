@@ -393,7 +393,6 @@ pub fn train_steps(
             config.seed,
             step as u64,
             config.batch_size,
-            config.word_dropout,
             &tokens,
         );
         let stats = train_step(

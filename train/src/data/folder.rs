@@ -18,7 +18,7 @@
 //! Every 10th caption line (the 10th, 20th, …) is the validation split: it
 //! never reaches training, and the two splits are reported apart.
 
-use crate::data::{Batch, Tokens, mix, word_dropout};
+use crate::data::{Batch, Tokens, mix};
 use ndarray::{Array4, Axis};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -355,7 +355,6 @@ impl FolderData {
         seed: u64,
         step: u64,
         batch_size: usize,
-        word_dropout_p: f32,
         tok: &Tokens,
     ) -> Batch {
         let train = self.train_indices();
@@ -372,15 +371,10 @@ impl FolderData {
             .map(|&i| self.items[i].caption.clone())
             .collect();
         let (tokens, lengths) = tok.encode(&captions);
-        let decoder_input = (word_dropout_p > 0.0).then(|| {
-            let mut rng = StdRng::seed_from_u64(mix(seed, u64::MAX / 4 + step));
-            word_dropout(&tokens, &lengths, word_dropout_p, tok.special.pad, &mut rng)
-        });
         Batch {
             images,
             tokens,
             lengths,
-            decoder_input,
         }
     }
 }
