@@ -13,7 +13,8 @@
 //! - [`data`]: the toy dataset (shapes, colours, sizes, regions; held-out
 //!   combinations) and its tokenizer; [`eval`]: zero-shot, retrieval and
 //!   captions on seen and held-out combinations; [`run`]: the training loop,
-//!   the run folder, checkpoints and resume; [`plot`]: the loss curve.
+//!   the run folder, checkpoints and resume; [`plot`]: the figures of a run
+//!   (loss curves, similarity heatmaps, the shared space, attention maps).
 //!
 //! ## Public API at a glance
 //! ```text

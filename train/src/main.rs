@@ -30,6 +30,15 @@ enum Command {
         #[arg(long, default_value_t = 2)]
         per_object: usize,
     },
+    /// Draw a run's figures: loss curves, similarity heatmaps, the shared
+    /// space, cross-attention and ViT attention maps.
+    Plot {
+        /// The run folder (e.g. runs/default).
+        run: PathBuf,
+        /// Where to write the figures (default: <run>/figures).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -154,6 +163,16 @@ fn main() -> ExitCode {
             println!("{}", report.table());
             println!("wrote {}", run.join("eval.json").display());
         }),
+        Some(Command::Plot { run, out }) => match train::plot::plot_run(run, out.as_deref()) {
+            Ok(report) => {
+                print!("{report}");
+                return ExitCode::SUCCESS;
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
         None => train(&cli.train),
     };
     match result {
