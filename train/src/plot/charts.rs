@@ -5,6 +5,7 @@ use crate::run::StepRecord;
 use ndarray::ArrayRef2;
 use plotters::coord::Shift;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 fn drawn<T, E: std::fmt::Debug>(r: Result<T, E>) -> T {
     // drawing into a String cannot fail; an error here is a bug in the chart
@@ -157,11 +158,9 @@ pub fn heatmap_svg(matrix: &ArrayRef2<f32>, labels: &[String], title: &str) -> S
                 .y_label_area_size(130)
                 .build_cartesian_2d((0..n).into_segmented(), (0..n).into_segmented()),
         );
-        let name = |v: &SegmentValue<i32>, flip: bool| match v {
-            SegmentValue::CenterOf(i) if (0..n).contains(i) => {
-                let i = if flip { n - 1 - i } else { *i };
-                labels[i as usize].clone()
-            }
+        // row labels top to bottom: segment `n − 1` is the first row
+        let row_name = |v: &SegmentValue<i32>| match v {
+            SegmentValue::CenterOf(i) if (0..n).contains(i) => labels[(n - 1 - i) as usize].clone(),
             _ => String::new(),
         };
         drawn(
@@ -170,15 +169,9 @@ pub fn heatmap_svg(matrix: &ArrayRef2<f32>, labels: &[String], title: &str) -> S
                 .disable_mesh()
                 .x_labels(n as usize)
                 .y_labels(n as usize)
-                .x_label_formatter(&|v| name(v, false))
-                .y_label_formatter(&|v| name(v, true))
-                .x_label_style(
-                    ("sans-serif", 11)
-                        .into_font()
-                        .transform(FontTransform::Rotate90),
-                )
+                .x_label_formatter(&|_| String::new())
+                .y_label_formatter(&row_name)
                 .y_label_style(("sans-serif", 11))
-                .x_desc("caption")
                 .y_desc("image")
                 .draw(),
         );
@@ -190,6 +183,19 @@ pub fn heatmap_svg(matrix: &ArrayRef2<f32>, labels: &[String], title: &str) -> S
                 diverging(v).filled(),
             )
         })));
+        // the captions below the columns, written downwards (drawn here, after
+        // the cells, with the text starting at the axis)
+        let style = TextStyle::from(
+            ("sans-serif", 11)
+                .into_font()
+                .transform(FontTransform::Rotate90),
+        )
+        .pos(Pos::new(HPos::Left, VPos::Center));
+        for (j, label) in labels.iter().enumerate() {
+            let (x, y) =
+                chart.backend_coord(&(SegmentValue::CenterOf(j as i32), SegmentValue::Exact(0)));
+            drawn(left.draw(&Text::new(label.clone(), (x, y + 8), style.clone())));
+        }
         colour_bar(&right);
         drawn(root.present());
     }
@@ -198,26 +204,24 @@ pub fn heatmap_svg(matrix: &ArrayRef2<f32>, labels: &[String], title: &str) -> S
 // ANCHOR_END: heatmap
 
 fn colour_bar(area: &DrawingArea<SVGBackend, Shift>) {
-    let mut bar = drawn(
-        ChartBuilder::on(area)
-            .margin_top(40)
-            .margin_bottom(120)
-            .margin_right(30)
-            .y_label_area_size(35)
-            .build_cartesian_2d(0f32..1f32, -1f32..1f32),
-    );
-    drawn(
-        bar.configure_mesh()
-            .disable_mesh()
-            .disable_x_axis()
-            .y_labels(5)
-            .y_label_formatter(&|v| format!("{v:.1}"))
-            .draw(),
-    );
-    drawn(bar.draw_series((0..100).map(|k| {
-        let v0 = -1.0 + 2.0 * k as f32 / 100.0;
-        Rectangle::new([(0.0, v0), (1.0, v0 + 0.02)], diverging(v0 + 0.01).filled())
-    })));
+    // in the area's pixels: a bar 20 px wide from y = 40 (+1) to y = 520 (−1)
+    let (top, bottom) = (40, 520);
+    let y = |v: f32| top + ((1.0 - v) / 2.0 * (bottom - top) as f32).round() as i32;
+    for k in 0..100 {
+        let v = 1.0 - 2.0 * k as f32 / 100.0;
+        drawn(area.draw(&Rectangle::new(
+            [(10, y(v)), (30, y(v - 0.02))],
+            diverging(v - 0.01).filled(),
+        )));
+    }
+    for v in [-1.0f32, -0.5, 0.0, 0.5, 1.0] {
+        drawn(area.draw(&PathElement::new([(30, y(v)), (34, y(v))], BLACK)));
+        drawn(area.draw(&Text::new(
+            format!("{v:+.1}"),
+            (36, y(v) - 5),
+            ("sans-serif", 12),
+        )));
+    }
 }
 
 /// One point of [`scatter_svg`].

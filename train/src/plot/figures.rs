@@ -14,7 +14,7 @@
 //!   patches, one column per block (a CNN run has no CLS token: skipped).
 
 use super::charts::{ScatterPoint, heatmap_svg, loss_svg, scatter_svg};
-use super::overlay::{grid_side, normalise_max, overlay, tile_rows, to_grid};
+use super::overlay::{grid_side, overlay, tile_rows, to_grid};
 use super::pca::pca;
 use crate::data::{Object, Shape, ToyData, is_held_out};
 use crate::run::{self, History, Metrics, RunConfig, RunError};
@@ -247,7 +247,9 @@ fn similarity_figure(
     heatmap_svg(
         &matrix,
         &labels,
-        &format!("cosine similarity at step {step}: diagonal {diagonal:.2}, elsewhere {off:.2}"),
+        &format!(
+            "image × caption cosine similarity, step {step}: diagonal {diagonal:.2}, elsewhere {off:.2}"
+        ),
     )
 }
 
@@ -363,6 +365,36 @@ pub fn cross_attention_maps(
 }
 // ANCHOR_END: cross_attention_maps
 
+/// The largest weight of a set of maps: they are drawn on one scale, so a
+/// spread-out map looks fainter than a focused one.
+fn scale<'a>(maps: impl Iterator<Item = &'a Array2<f32>>) -> f32 {
+    maps.flat_map(|m| m.iter().copied()).fold(0.0, f32::max)
+}
+
+/// The image, then each map laid over it: brightness `√(weight / max)`,
+/// so weaker structure stays visible next to the strongest weight.
+fn overlay_row(picture: &Array3<f32>, maps: &[Array2<f32>], max: &f32) -> Vec<Array3<f32>> {
+    std::iter::once(picture.clone())
+        .chain(maps.iter().map(|m| {
+            let a = if *max > 0.0 {
+                m.mapv(|w| (w / max).sqrt())
+            } else {
+                m.clone()
+            };
+            overlay(&picture.view(), &a)
+        }))
+        .collect()
+}
+
+/// One row per block, each on the scale of its own largest weight.
+fn overlay_rows(picture: &Array3<f32>, maps: &[Vec<Array2<f32>>]) -> image::RgbImage {
+    let rows: Vec<_> = maps
+        .iter()
+        .map(|layer| overlay_row(picture, layer, &scale(layer.iter())))
+        .collect();
+    tile_rows(&rows, 4, 4)
+}
+
 fn image_tile(images: &Array4<f32>, b: usize) -> Array3<f32> {
     images.slice(s![b, .., .., ..]).to_owned()
 }
@@ -383,20 +415,7 @@ fn cross_attention_figures(
     for (k, (object, caption)) in objects.iter().zip(&captions).enumerate() {
         let single = images.slice(s![k..k + 1, .., .., ..]).to_owned();
         let maps = cross_attention_maps(model, &single, &caption.ids)?;
-        let picture = image_tile(&images, k);
-        let rows: Vec<Vec<Array3<f32>>> = maps
-            .iter()
-            .map(|layer| {
-                std::iter::once(picture.clone())
-                    .chain(
-                        layer
-                            .iter()
-                            .map(|m| overlay(&picture.view(), &normalise_max(m))),
-                    )
-                    .collect()
-            })
-            .collect();
-        pictures.push(tile_rows(&rows, 4, 4));
+        pictures.push(overlay_rows(&image_tile(&images, k), &maps));
         let words: Vec<String> = caption
             .ids
             .iter()
@@ -418,8 +437,9 @@ fn cross_attention_figures(
         );
     }
     table += "\nOne row per decoder block (first block at the top); each tile is the attention, \
-              averaged over heads, of the position that predicts that word, scaled so its \
-              strongest image token is brightest.\n";
+              averaged over heads, of the position that predicts that word. The tiles of a row \
+              share one scale: brightness grows with the square root of the weight over the \
+              row's largest.\n";
     Ok((pictures, table))
 }
 
@@ -457,19 +477,11 @@ fn vit_cls_figure(model: &Model, config: &RunConfig) -> Result<image::RgbImage, 
     let maps = vit_cls_maps(model, &images).ok_or(PlotError::NotAGrid {
         tokens: model.config().image.num_tokens(),
     })?;
+    // each image on its own scale: its strongest weight in any block
     let rows: Vec<Vec<Array3<f32>>> = maps
         .iter()
         .enumerate()
-        .map(|(b, layers)| {
-            let picture = image_tile(&images, b);
-            std::iter::once(picture.clone())
-                .chain(
-                    layers
-                        .iter()
-                        .map(|m| overlay(&picture.view(), &normalise_max(m))),
-                )
-                .collect()
-        })
+        .map(|(b, layers)| overlay_row(&image_tile(&images, b), layers, &scale(layers.iter())))
         .collect();
     Ok(tile_rows(&rows, 4, 4))
 }
