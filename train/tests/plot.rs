@@ -200,3 +200,21 @@ fn a_folder_that_is_not_a_run_is_an_error_naming_it() {
         std::fs::remove_dir_all(d).unwrap();
     }
 }
+
+#[test]
+fn the_plot_command_exits_with_1_naming_a_folder_that_is_not_a_run() {
+    let missing = tmp("cli-missing");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_train"))
+        .arg("plot")
+        .arg(&missing)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("error:")
+            && stderr.contains("train-plot")
+            && stderr.contains("cli-missing"),
+        "{stderr}"
+    );
+}
