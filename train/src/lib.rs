@@ -33,6 +33,10 @@
 //!   .train_tokenizer(), training_objects(), held_out_objects(); Scene::{caption, parse, render}; HELD_OUT
 //! evaluate(&model, &tokenizer, &data, &EvalConfig) -> EvalReport { seen, held_out }; .table()
 //! run::{start, open, train, finish, eval_run, save_state, load_state}; RunConfig (Default: the default run)
+//! plot::plot_run(run, out: Option<&Path>) -> Result<PlotReport { written, skipped }, PlotError>
+//!   pca(x: [N,E], k) -> Pca { mean, components: [k,E], variances }; .project(x) -> [N,k]
+//!   loss_svg(&steps), heatmap_svg(matrix, labels, title), scatter_svg(..); overlay(image, map), tile_rows(..)
+//!   cross_attention_maps(&model, image: [1,3,H,W], caption) -> per block, per word: [side, side]; vit_cls_maps
 //! ```
 //!
 //! ## Shapes

@@ -340,6 +340,13 @@ fn grid_of(model: &Model, tokens: usize) -> Result<(usize, usize), PlotError> {
 ///
 /// # Shapes
 /// - `image: [1, 3, H, W]`, `caption` without `<|bos|>` and `<|eos|>`
+///
+/// # Errors
+/// [`PlotError::NotAGrid`] if the image tokens do not form a square grid.
+///
+/// # Panics
+/// If the image does not have the model's size, or the caption holds an ID
+/// outside the vocabulary or is longer than the decoder's `max_len − 1`.
 pub fn cross_attention_maps(
     model: &Model,
     image: &Array4<f32>,
@@ -446,13 +453,21 @@ fn cross_attention_figures(
 // ANCHOR: vit_cls
 /// A ViT's attention from the CLS token to the patches in each block,
 /// averaged over heads: `maps[b][l]` is image `b`'s map in block `l`, a
-/// `side × side` grid. `None` for a CNN run.
+/// `side × side` grid. `None` for a CNN run (no CLS token), or a ViT
+/// without blocks or whose patches do not form a square.
+///
+/// # Shapes
+/// - `images: [B, 3, H, W]`
 pub fn vit_cls_maps(model: &Model, images: &Array4<f32>) -> Option<Vec<Vec<Array2<f32>>>> {
     let ImageEncoder::Vit(vit) = &model.image else {
         return None;
     };
+    if vit.blocks.is_empty() {
+        return None;
+    }
     let (_, cache) = vit.forward(images);
-    let side = grid_side(vit.pos_embed.max_len() - 1)?;
+    let tokens = cache.attention_weights(0).dim().3; // N + 1
+    let side = grid_side(tokens - 1)?;
     let maps = (0..images.dim().0)
         .map(|b| {
             (0..vit.blocks.len())
