@@ -218,3 +218,17 @@ fn the_plot_command_exits_with_1_naming_a_folder_that_is_not_a_run() {
         "{stderr}"
     );
 }
+
+#[test]
+fn an_unfinished_run_is_plotted_from_its_checkpoint_history() {
+    let dir = tmp("unfinished");
+    let config = micro(Encoder::Cnn);
+    let mut state = run::start(&dir, &config).unwrap();
+    run::train(&dir, &config, &mut state, config.steps, Progress::Quiet).unwrap();
+    assert!(!dir.join(run::METRICS_FILE).exists());
+    plot_run(&dir, None).unwrap();
+    let svg = std::fs::read_to_string(dir.join("figures/loss.svg")).unwrap();
+    assert_eq!(state.history.steps.len(), 3);
+    assert_eq!(svg, train::plot::loss_svg(&state.history.steps));
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -447,6 +447,10 @@ fn cross_attention_figures(
               averaged over heads, of the position that predicts that word. The tiles of a row \
               share one scale: brightness grows with the square root of the weight over the \
               row's largest.\n";
+    if matches!(model.image, ImageEncoder::Vit(_)) {
+        table += "The ViT's CLS token is not a place in the image: its share of the attention \
+                  is left out of the tiles.\n";
+    }
     Ok((pictures, table))
 }
 
