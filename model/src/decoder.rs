@@ -29,8 +29,8 @@ use embedding::{
     LinearConfig, Params, prefixed,
 };
 use ndarray::{
-    Array2, Array3, ArrayRef2, ArrayRef3, ArrayViewD, ArrayViewMutD, Axis, linalg::general_mat_mul,
-    s,
+    Array2, Array3, Array4, ArrayRef2, ArrayRef3, ArrayViewD, ArrayViewMutD, Axis,
+    linalg::general_mat_mul, s,
 };
 use rand::Rng;
 
@@ -68,6 +68,33 @@ enum HeadCache {
     Separate(LinearCache),
 }
 // ANCHOR_END: decoder_struct
+
+impl DecoderCache {
+    /// Decoder blocks in this pass.
+    pub fn depth(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// The cross-attention weights of block `i`, caption positions over
+    /// image tokens: `[B, H, T, N_img]` (for figures). Row `t` is what the
+    /// decoder read while predicting token `t + 1`.
+    ///
+    /// # Panics
+    /// If `i` is not below [`DecoderCache::depth`].
+    #[track_caller]
+    pub fn cross_attention_weights(&self, i: usize) -> &Array4<f32> {
+        self.blocks[i].cross_attention_weights()
+    }
+
+    /// The causal self-attention weights of block `i`: `[B, H, T, T]`.
+    ///
+    /// # Panics
+    /// If `i` is not below [`DecoderCache::depth`].
+    #[track_caller]
+    pub fn self_attention_weights(&self, i: usize) -> &Array4<f32> {
+        self.blocks[i].attention_weights()
+    }
+}
 
 impl DecoderConfig {
     /// A fresh decoder for `vocab` tokens, captions up to `max_len`, reading

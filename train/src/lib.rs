@@ -13,7 +13,8 @@
 //! - [`data`]: the toy dataset (shapes, colours, sizes, regions; held-out
 //!   combinations) and its tokenizer; [`eval`]: zero-shot, retrieval and
 //!   captions on seen and held-out combinations; [`run`]: the training loop,
-//!   the run folder, checkpoints and resume; [`plot`]: the loss curve;
+//!   the run folder, checkpoints and resume; [`plot`]: the figures of a run
+//!   (loss curves, similarity heatmaps, the shared space, attention maps).
 //! - [`commands`]: using a trained run (`caption`, `classify`, `search`,
 //!   `tokenize`, `dataset export`) and training on own data (a folder of
 //!   images with `captions.tsv`, [`data::folder`]).
@@ -41,6 +42,10 @@
 //!   tokenize::tokenize(&tokenizer, text) -> Vec<Token { id, bytes }>; export::export(out, count, seed, two_object)
 //!   own::{train_own(data, run, &config, progress), eval_own(run, data)} -> OwnEval { train, validation }
 //! data::folder::FolderData::load(dir, size) (captions.tsv: file<TAB>caption; every 10th line validation)
+//! plot::plot_run(run, out: Option<&Path>) -> Result<PlotReport { written, skipped }, PlotError>
+//!   pca(x: [N,E], k) -> Pca { mean, components: [k,E], variances }; .project(x) -> [N,k]
+//!   loss_svg(&steps), heatmap_svg(matrix, labels, title), scatter_svg(..); overlay(image, map), tile_rows(..)
+//!   cross_attention_maps(&model, image: [1,3,H,W], caption) -> per block, per word: [side, side]; vit_cls_maps
 //! ```
 //!
 //! ## Shapes

@@ -33,6 +33,15 @@ enum Command {
         #[arg(long)]
         data: Option<PathBuf>,
     },
+    /// Draw a run's figures: loss curves, similarity heatmaps, the shared
+    /// space, cross-attention and ViT attention maps.
+    Plot {
+        /// The run folder (e.g. runs/default).
+        run: PathBuf,
+        /// Where to write the figures (default: <run>/figures).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     // the `use` commands: caption, classify, search, tokenize, dataset export
     #[command(flatten)]
     Use(train::commands::UseCommand),
@@ -188,6 +197,16 @@ fn main() -> ExitCode {
             println!("{}", report.table());
             println!("wrote {}", run.join("eval.json").display());
         }),
+        Some(Command::Plot { run, out }) => match train::plot::plot_run(run, out.as_deref()) {
+            Ok(report) => {
+                print!("{report}");
+                return ExitCode::SUCCESS;
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
         None => train(&cli.train),
     };
     match result {
