@@ -13,7 +13,9 @@
 //! - [`data`]: the toy dataset (shapes, colours, sizes, regions; held-out
 //!   combinations) and its tokenizer; [`eval`]: zero-shot, retrieval and
 //!   captions on seen and held-out combinations; [`run`]: the training loop,
-//!   the run folder, checkpoints and resume; [`plot`]: the loss curve.
+//!   the run folder, checkpoints and resume; [`plot`]: the loss curve;
+//!   [`ablate`]: short runs without one loss or with the other image tower;
+//!   [`failures`]: the held-out images the model captions wrongly.
 //!
 //! ## Public API at a glance
 //! ```text
@@ -32,6 +34,8 @@
 //!   .train_tokenizer(), training_objects(), held_out_objects(); Scene::{caption, parse, render}; HELD_OUT
 //! evaluate(&model, &tokenizer, &data, &EvalConfig) -> EvalReport { seen, held_out }; .table()
 //! run::{start, open, train, finish, eval_run, save_state, load_state}; RunConfig (Default: the default run)
+//! ablate(out, &base, progress) -> Vec<AblationResult> (writes out/ablations.{md,json}, out/runs/<variant>/)
+//! held_out_failures(&model, &tokenizer, &data, per_object) -> Failures; write_failures(run, out, link_base, max)
 //! ```
 //!
 //! ## Shapes
@@ -44,10 +48,12 @@
 //! - Loshchilov & Hutter 2019, "Decoupled Weight Decay Regularization" (AdamW);
 //!   Loshchilov & Hutter 2017, "SGDR" (cosine schedule).
 
+pub mod ablate;
 pub mod adamw;
 pub mod clip;
 pub mod data;
 pub mod eval;
+pub mod failures;
 pub mod loss;
 pub mod plot;
 pub mod run;
