@@ -141,3 +141,32 @@ fn failures_of_a_folder_that_is_not_a_run_name_it() {
     );
     std::fs::remove_dir_all(out).unwrap();
 }
+
+#[test]
+fn the_commands_exit_with_1_and_name_what_is_wrong() {
+    let out = tmp("cli");
+    let missing = out.join("no-such-run");
+    let run = |args: &[&std::ffi::OsStr]| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_train"))
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run(&["failures".as_ref(), missing.as_os_str()]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("no-such-run"), "{err}");
+    let (code, err) = run(&[
+        "ablate".as_ref(),
+        "--steps".as_ref(),
+        "0".as_ref(),
+        "--out".as_ref(),
+        out.as_os_str(),
+    ]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("steps"), "{err}");
+    assert!(!out.join(ablate::RUNS_DIR).exists(), "nothing trained");
+}
