@@ -163,6 +163,27 @@ pub struct FailureFiles {
     pub shown: usize,
 }
 
+/// `text` as the content of a markdown table cell: a generated caption may
+/// hold any bytes, so the characters markdown would read as syntax are
+/// escaped and line breaks become spaces.
+fn markdown_cell(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '|' | '*' | '_' | '`' | '\\' | '[' | ']' | '#' | '$' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '\n' | '\r' | '\t' => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// At most `max` of `items`, evenly spread (every `⌈n / max⌉`-th), so the
 /// shown failures cover every held-out pair, not just the first.
 fn spread<T>(items: &[T], max: usize) -> Vec<&T> {
@@ -243,9 +264,9 @@ pub fn write_failures(
             f.index,
             f.truth.caption(),
             if f.written.is_empty() {
-                "(empty)"
+                "(empty)".to_string()
             } else {
-                &f.written
+                markdown_cell(&f.written)
             },
             f.wrong()
         );
@@ -300,6 +321,12 @@ mod tests {
                 .wrong()
                 .contains("not a single-object caption")
         );
+    }
+
+    #[test]
+    fn captions_cannot_break_the_table() {
+        assert_eq!(markdown_cell("a red circle"), "a red circle");
+        assert_eq!(markdown_cell("a|b*c\n<d>"), "a\\|b\\*c &lt;d&gt;");
     }
 
     #[test]
