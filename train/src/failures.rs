@@ -199,7 +199,9 @@ fn spread<T>(items: &[T], max: usize) -> Vec<&T> {
 /// `out/failures/failure-NN.png`, 4× upscaled. Image links in the table are
 /// `link_base` + `failures/failure-NN.png`: `""` when the table is read
 /// where it lies, `generated/train/` when a chapter in `book/src/`
-/// includes it.
+/// includes it (an include is pasted text: its links resolve from the
+/// chapter). They are HTML `<img>` tags, which a table cell holds as well as
+/// markdown's and which state the size.
 ///
 /// # Errors
 /// A run folder that is not one (named), or a file that cannot be written.
@@ -248,6 +250,15 @@ pub fn write_failures(
         wrong(|o| o.position.words().into()),
         count(&|x: &Failure| x.parsed.is_none()),
     );
+    let per_pair: Vec<String> = crate::data::HELD_OUT
+        .iter()
+        .map(|&(shape, colour)| {
+            let wrong = count(&|x: &Failure| x.truth.shape == shape && x.truth.colour == colour);
+            let of = found.images / crate::data::HELD_OUT.len();
+            format!("{} {} {wrong} of {of}", colour.word(), shape.word())
+        })
+        .collect();
+    md += &format!(" Wrong per held-out pair: {}.", per_pair.join(", "));
     let shown = spread(all, max);
     if shown.len() < all.len() {
         md += &format!(" {} of them, evenly spread, are shown.", shown.len());
@@ -260,7 +271,7 @@ pub fn write_failures(
         let file = format!("failure-{:02}.png", n + 1);
         write_png(&dir.join(&file), f.image.view(), 4)?;
         md += &format!(
-            "| ![held-out image {}]({link_base}{FAILURES_DIR}/{file}) | {} | {} | {} |\n",
+            "| <img src=\"{link_base}{FAILURES_DIR}/{file}\" alt=\"held-out image {}\" width=\"128\" height=\"128\"> | {} | {} | {} |\n",
             f.index,
             f.truth.caption(),
             if f.written.is_empty() {

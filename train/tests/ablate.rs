@@ -89,7 +89,7 @@ fn ablate_runs_every_variant_and_writes_the_table() {
     assert_eq!(files.shown, 5);
     let md = std::fs::read_to_string(fail_out.join(FAILURES_FILE)).unwrap();
     assert!(md.contains("| image | true caption |"), "{md}");
-    assert!(md.contains("](x/failures/failure-05.png)"), "{md}");
+    assert!(md.contains("src=\"x/failures/failure-05.png\""), "{md}");
     for n in 1..=5 {
         let png = fail_out
             .join(FAILURES_DIR)
