@@ -147,6 +147,9 @@ fn run_variant(dir: &Path, config: &RunConfig, progress: Progress) -> Result<Met
             source,
         })?;
         if &metrics.config == config && metrics.steps_done == config.steps {
+            if progress == Progress::Bar {
+                eprintln!("  reusing the finished run in {}", dir.display());
+            }
             return Ok(metrics);
         }
     }
