@@ -18,6 +18,8 @@
 //! - [`commands`]: using a trained run (`caption`, `classify`, `search`,
 //!   `tokenize`, `dataset export`) and training on own data (a folder of
 //!   images with `captions.tsv`, [`data::folder`]).
+//! - [`ablate`]: short runs without one loss or with the other image tower;
+//!   [`failures`]: the held-out images the model captions wrongly.
 //!
 //! ## Public API at a glance
 //! ```text
@@ -46,6 +48,8 @@
 //!   pca(x: [N,E], k) -> Pca { mean, components: [k,E], variances }; .project(x) -> [N,k]
 //!   loss_svg(&steps), heatmap_svg(matrix, labels, title), scatter_svg(..); overlay(image, map), tile_rows(..)
 //!   cross_attention_maps(&model, image: [1,3,H,W], caption) -> per block, per word: [side, side]; vit_cls_maps
+//! ablate(out, &base, progress) -> Vec<AblationResult> (writes out/ablations.{md,json}, out/runs/<variant>/)
+//! held_out_failures(&model, &tokenizer, &data, per_object) -> Failures; write_failures(run, out, link_base, max)
 //! ```
 //!
 //! ## Shapes
@@ -58,11 +62,13 @@
 //! - Loshchilov & Hutter 2019, "Decoupled Weight Decay Regularization" (AdamW);
 //!   Loshchilov & Hutter 2017, "SGDR" (cosine schedule).
 
+pub mod ablate;
 pub mod adamw;
 pub mod clip;
 pub mod commands;
 pub mod data;
 pub mod eval;
+pub mod failures;
 pub mod loss;
 pub mod plot;
 pub mod run;

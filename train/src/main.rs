@@ -45,6 +45,33 @@ enum Command {
     // the `use` commands: caption, classify, search, tokenize, dataset export
     #[command(flatten)]
     Use(train::commands::UseCommand),
+    /// Short runs of the same seed and steps: contrastive loss only,
+    /// captioning loss only, both (CNN), and both with the ViT; writes
+    /// <out>/ablations.md, <out>/ablations.json and <out>/runs/<variant>/.
+    Ablate {
+        /// Optimiser steps of each variant.
+        #[arg(long, default_value_t = 400)]
+        steps: usize,
+        /// Folder of the ablation.
+        #[arg(long, default_value = "runs/ablate")]
+        out: PathBuf,
+    },
+    /// The held-out images of a run whose greedy caption is wrong: writes
+    /// <out>/failures.md and the images as <out>/failures/failure-NN.png.
+    Failures {
+        /// The run folder (e.g. runs/default).
+        run: PathBuf,
+        /// Where to write (default: the run folder).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Most failures shown in the table (evenly spread).
+        #[arg(long, default_value_t = 12)]
+        max: usize,
+        /// Prefix of the image links in the table (e.g. generated/train/ when
+        /// a book chapter includes it).
+        #[arg(long, default_value = "")]
+        link_base: String,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -207,6 +234,24 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         },
+        Some(Command::Ablate { steps, out }) => {
+            train::ablate::ablate(out, &train::ablate::base_config(*steps), Progress::Bar)
+                .map(|_| println!("wrote {}", out.join(train::ablate::TABLE_FILE).display()))
+        }
+        Some(Command::Failures {
+            run,
+            out,
+            max,
+            link_base,
+        }) => train::failures::write_failures(run, out.as_ref().unwrap_or(run), link_base, *max)
+            .map(|f| {
+                println!(
+                    "{} of {} held-out images wrong; wrote {}",
+                    f.failures,
+                    f.images,
+                    f.table.display()
+                )
+            }),
         None => train(&cli.train),
     };
     match result {

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Regenerates the book's figures and tables that come from a trained model:
+# the default run's results, the failure cases, the ablation table and the
+# plots. Unlike tools/book-outputs.sh (deterministic, run by CI) this trains
+# for minutes, so CI never runs it; run it from a fresh clone before
+# publishing the book, then commit book/src/generated/.
+#
+#   tools/regenerate-figures.sh            # about 15 min on a quiet 2-core machine
+#   ABLATION_STEPS=1000 tools/regenerate-figures.sh
+#
+# A finished run is reused, not retrained: delete runs/default or
+# runs/ablate to train them again.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+ABLATION_STEPS="${ABLATION_STEPS:-400}"
+TRAIN_OUT=book/src/generated/train
+
+# 1. The default run (runs/default): the model the book describes.
+if [ -f runs/default/metrics.json ]; then
+    echo "reusing the finished run in runs/default"
+else
+    cargo run --release -p train
+fi
+
+# 2. Its results table, loss curve and sample captions.
+cargo run --release -p train --example publish_run -- runs/default
+
+# 3. What it gets wrong: held-out images with wrong greedy captions, as PNG.
+cargo run --release -p train -- failures runs/default \
+    --out "$TRAIN_OUT" --link-base generated/train/ --max 12
+
+# 4. The ablations: contrastive only, caption only, both (CNN), both (ViT).
+cargo run --release -p train -- ablate --steps "$ABLATION_STEPS" --out runs/ablate
+cp runs/ablate/ablations.md "$TRAIN_OUT/ablations.md"
+
+# 5. The pictures of the model's insides: loss parts, similarity matrices,
+#    embedding space, cross-attention maps from the default (CNN) run, and the
+#    ViT's attention from the ablation's ViT run.
+cargo run --release -p train -- plot runs/default --out book/src/generated/figures
+cargo run --release -p train -- plot runs/ablate/runs/vit --out target/vit-figures
+cp target/vit-figures/vit_cls_attention.png book/src/generated/figures/
+
+# 6. The book still builds with what was written.
+python3 tools/check_book.py --book book
+echo "regenerated; review and commit book/src/generated/"
