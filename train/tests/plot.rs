@@ -163,7 +163,6 @@ fn attention_maps_are_distributions_over_the_image_grid() {
         &ToyData {
             seed: 0,
             two_object: 0.0,
-            word_dropout: 0.0,
         },
         &similarity_objects(),
     );
