@@ -75,10 +75,7 @@ pub fn export(
         move |source| CommandError::Io { path, source }
     };
     std::fs::create_dir_all(out).map_err(io(out))?;
-    let data = ToyData {
-        seed,
-        two_object,
-    };
+    let data = ToyData { seed, two_object };
     let mut scenes = Vec::with_capacity(count);
     let mut tsv = String::new();
     for step in 0..count.div_ceil(PER_STEP) {

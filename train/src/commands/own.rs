@@ -389,12 +389,7 @@ pub fn train_steps(
     while state.step < stop {
         let step = state.step;
         let tokens = Tokens::new(&state.tokenizer, state.model.config());
-        let batch = data.batch(
-            config.seed,
-            step as u64,
-            config.batch_size,
-            &tokens,
-        );
+        let batch = data.batch(config.seed, step as u64, config.batch_size, &tokens);
         let stats = train_step(
             &mut state.model,
             &mut grads,

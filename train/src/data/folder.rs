@@ -350,13 +350,7 @@ impl FolderData {
     /// If a caption is longer than `tok.max_len` (see
     /// [`FolderData::check_lengths`]) or there are no training items.
     #[track_caller]
-    pub fn batch(
-        &self,
-        seed: u64,
-        step: u64,
-        batch_size: usize,
-        tok: &Tokens,
-    ) -> Batch {
+    pub fn batch(&self, seed: u64, step: u64, batch_size: usize, tok: &Tokens) -> Batch {
         let train = self.train_indices();
         assert!(!train.is_empty(), "folder batch: no training items");
         let mut rng = StdRng::seed_from_u64(mix(seed, step));
