@@ -71,19 +71,20 @@ impl MaxPool2d {
             .unwrap()
             .chunks_exact_mut(h_out * w_out);
         for ((plane, out_p), arg_p) in planes.zip(out_planes).zip(arg_planes) {
-            for (pos, (o, a)) in out_p.iter_mut().zip(arg_p.iter_mut()).enumerate() {
-                let (oy, ox) = (pos / w_out, pos % w_out);
-                let mut best = (f32::NEG_INFINITY, oy * s * width + ox * s); // any real value beats −∞
-                for iy in oy * s..oy * s + k {
-                    for ix in ox * s..ox * s + k {
-                        let v = plane[iy * width + ix];
-                        if v > best.0 || v.is_nan() && !best.0.is_nan() {
-                            best = (v, iy * width + ix); // subtle: NaN wins, so it propagates as in PyTorch
+            for oy in 0..h_out {
+                for ox in 0..w_out {
+                    let mut best = (f32::NEG_INFINITY, oy * s * width + ox * s); // any real value beats −∞
+                    for iy in oy * s..oy * s + k {
+                        for ix in ox * s..ox * s + k {
+                            let v = plane[iy * width + ix];
+                            // subtle: NaN wins, so it propagates as in PyTorch
+                            let wins = v > best.0 || v.is_nan() && !best.0.is_nan();
+                            best = if wins { (v, iy * width + ix) } else { best }; // a select, not a branch
                         }
                     }
+                    out_p[oy * w_out + ox] = best.0;
+                    arg_p[oy * w_out + ox] = best.1 as u32; // u32: a quarter of a (usize, usize) pair
                 }
-                *o = best.0;
-                *a = best.1 as u32; // u32: a quarter of a (usize, usize) pair
             }
         }
         let input = x.dim();
@@ -106,14 +107,21 @@ impl MaxPool2d {
             dout.dim(),
             cache.argmax.dim()
         );
-        let width = cache.input.3;
+        let (_, _, height, width) = cache.input;
+        let (h_out, w_out) = (cache.argmax.dim().2, cache.argmax.dim().3);
         let mut dx = Array4::zeros(cache.input);
-        for ((b, c, oy, ox), &winner) in cache.argmax.indexed_iter() {
-            let (iy, ix) = (winner as usize / width, winner as usize % width);
-            // in the forward pass this was:
-            //   out[b, c, oy, ox] = x[b, c, iy, ix]   (the winner of the window)
-            // so now we have (+=: overlapping windows may share a winner):
-            dx[[b, c, iy, ix]] += dout[[b, c, oy, ox]];
+        // one (b, c) plane at a time, as flat slices, as in the forward pass
+        let dout = dout.as_standard_layout(); // a view when already row-major
+        let dout_planes = dout.as_slice().unwrap().chunks_exact(h_out * w_out);
+        let arg_planes = cache.argmax.as_slice().unwrap().chunks_exact(h_out * w_out);
+        let dx_planes = dx.as_slice_mut().unwrap().chunks_exact_mut(height * width);
+        for ((dx_p, dout_p), arg_p) in dx_planes.zip(dout_planes).zip(arg_planes) {
+            for (&d, &winner) in dout_p.iter().zip(arg_p) {
+                // in the forward pass this was:
+                //   out[b, c, oy, ox] = x[b, c, iy, ix]   (the winner of the window, at iy·W + ix)
+                // so now we have (+=: overlapping windows may share a winner):
+                dx_p[winner as usize] += d;
+            }
         }
         dx
     }
