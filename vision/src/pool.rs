@@ -71,19 +71,29 @@ impl MaxPool2d {
             .unwrap()
             .chunks_exact_mut(h_out * w_out);
         for ((plane, out_p), arg_p) in planes.zip(out_planes).zip(arg_planes) {
-            for oy in 0..h_out {
-                for ox in 0..w_out {
-                    let mut best = (f32::NEG_INFINITY, oy * s * width + ox * s); // any real value beats −∞
-                    for iy in oy * s..oy * s + k {
-                        for ix in ox * s..ox * s + k {
-                            let v = plane[iy * width + ix];
+            // a whole output row at a time, one window tap after another in
+            // row-major order: the comparisons of a row are independent, so
+            // they compile to selects rather than hard-to-predict branches
+            let rows = out_p
+                .chunks_exact_mut(w_out)
+                .zip(arg_p.chunks_exact_mut(w_out));
+            for (oy, (out_row, arg_row)) in rows.enumerate() {
+                out_row.fill(f32::NEG_INFINITY); // any real value beats −∞
+                for (ox, a) in arg_row.iter_mut().enumerate() {
+                    *a = (oy * s * width + ox * s) as u32; // the window's first tap
+                }
+                for iy in oy * s..oy * s + k {
+                    for j in 0..k {
+                        let taps = plane[iy * width + j..].iter().step_by(s); // x[iy, ox·s + j], ox = 0, 1, …
+                        let row = out_row.iter_mut().zip(arg_row.iter_mut()).zip(taps);
+                        for (ox, ((best, arg), &v)) in row.enumerate() {
                             // subtle: NaN wins, so it propagates as in PyTorch
-                            let wins = v > best.0 || v.is_nan() && !best.0.is_nan();
-                            best = if wins { (v, iy * width + ix) } else { best }; // a select, not a branch
+                            let wins = (v > *best) | (v.is_nan() & !best.is_nan());
+                            let at = (iy * width + ox * s + j) as u32; // u32: a quarter of a (usize, usize) pair
+                            *best = if wins { v } else { *best };
+                            *arg = if wins { at } else { *arg };
                         }
                     }
-                    out_p[oy * w_out + ox] = best.0;
-                    arg_p[oy * w_out + ox] = best.1 as u32; // u32: a quarter of a (usize, usize) pair
                 }
             }
         }
@@ -331,6 +341,41 @@ mod tests {
             [0.0, 0.0, 4.0, 0.0],
             [3.0, 0.0, 0.0, 0.0]
         ]]];
+        assert_eq!(dx, want);
+    }
+
+    #[test]
+    fn maxpool_ties_go_to_the_first_tap_and_nan_wins() {
+        // window [[1, 3], [3, 2]]: the first 3 (row-major) wins; [[0, NaN], [5, NaN]]: the first NaN
+        let x = array![[[[1.0, 3.0, 0.0, f32::NAN], [3.0, 2.0, 5.0, f32::NAN]]]];
+        let pool = MaxPool2d::new(2);
+        let (out, cache) = pool.forward(&x);
+        assert_eq!(out[[0, 0, 0, 0]], 3.0);
+        assert!(out[[0, 0, 0, 1]].is_nan());
+        let dx = pool.backward(&array![[[[10.0, 20.0]]]], &cache);
+        assert_eq!(dx, array![[[[0.0, 10.0, 0.0, 20.0], [0.0, 0.0, 0.0, 0.0]]]]);
+        // overlapping windows (k 3, s 2) on values with many ties, against a plain search
+        let x = Array4::from_shape_fn((2, 3, 7, 9), |(b, c, i, j)| {
+            ((b + 3 * c + 5 * i + 7 * j) % 4) as f32
+        });
+        let pool = MaxPool2d {
+            kernel: 3,
+            stride: 2,
+        };
+        let (out, cache) = pool.forward(&x);
+        let dx = pool.backward(&Array4::ones(out.dim()), &cache);
+        let mut want = Array4::<f32>::zeros(x.dim());
+        for ((b, c, oy, ox), &o) in out.indexed_iter() {
+            let window = (0..9).map(|t| (2 * oy + t / 3, 2 * ox + t % 3));
+            let first = window.clone().find(|&(i, j)| x[[b, c, i, j]] == o).unwrap();
+            assert_eq!(
+                window
+                    .map(|(i, j)| x[[b, c, i, j]])
+                    .fold(f32::MIN, f32::max),
+                o
+            );
+            want[[b, c, first.0, first.1]] += 1.0;
+        }
         assert_eq!(dx, want);
     }
 
