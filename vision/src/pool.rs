@@ -13,6 +13,8 @@
 //! References: <https://pytorch.org/docs/stable/generated/torch.nn.MaxPool2d.html>,
 //! <https://pytorch.org/docs/stable/generated/torch.nn.AvgPool2d.html>
 
+use std::hint::select_unpredictable;
+
 use ndarray::{Array2, Array4, ArrayRef2, ArrayRef4, Axis, Zip, s};
 
 use crate::conv::conv_output_size;
@@ -71,29 +73,23 @@ impl MaxPool2d {
             .unwrap()
             .chunks_exact_mut(h_out * w_out);
         for ((plane, out_p), arg_p) in planes.zip(out_planes).zip(arg_planes) {
-            // a whole output row at a time, one window tap after another in
-            // row-major order: the comparisons of a row are independent, so
-            // they compile to selects rather than hard-to-predict branches
             let rows = out_p
                 .chunks_exact_mut(w_out)
                 .zip(arg_p.chunks_exact_mut(w_out));
             for (oy, (out_row, arg_row)) in rows.enumerate() {
-                out_row.fill(f32::NEG_INFINITY); // any real value beats −∞
-                for (ox, a) in arg_row.iter_mut().enumerate() {
-                    *a = (oy * s * width + ox * s) as u32; // the window's first tap
-                }
-                for iy in oy * s..oy * s + k {
-                    for j in 0..k {
-                        let taps = plane[iy * width + j..].iter().step_by(s); // x[iy, ox·s + j], ox = 0, 1, …
-                        let row = out_row.iter_mut().zip(arg_row.iter_mut()).zip(taps);
-                        for (ox, ((best, arg), &v)) in row.enumerate() {
+                for (ox, (o, a)) in out_row.iter_mut().zip(arg_row).enumerate() {
+                    let mut best = (f32::NEG_INFINITY, oy * s * width + ox * s); // any real value beats −∞
+                    for iy in oy * s..oy * s + k {
+                        let taps = &plane[iy * width + ox * s..][..k]; // x[iy, ox·s..ox·s + k]
+                        for (j, &v) in taps.iter().enumerate() {
                             // subtle: NaN wins, so it propagates as in PyTorch
-                            let wins = (v > *best) | (v.is_nan() & !best.is_nan());
-                            let at = (iy * width + ox * s + j) as u32; // u32: a quarter of a (usize, usize) pair
-                            *best = if wins { v } else { *best };
-                            *arg = if wins { at } else { *arg };
+                            let wins = v > best.0 || v.is_nan() && !best.0.is_nan();
+                            // a select, not a branch: on real data the winner is a coin toss
+                            best = select_unpredictable(wins, (v, iy * width + ox * s + j), best);
                         }
                     }
+                    *o = best.0;
+                    *a = best.1 as u32; // u32: a quarter of a (usize, usize) pair
                 }
             }
         }
