@@ -7,7 +7,7 @@
 //!
 //! ```sh
 //! cargo bench -p train --bench step_count -- --steps 20 --tower cnn
-//! RAYON_NUM_THREADS=1 MATMUL_NUM_THREADS=1 perf stat -e instructions,task-clock \
+//! RAYON_NUM_THREADS=1 perf stat -e instructions,task-clock \
 //!     target/release/deps/step_count-<hash> --bench --steps 20 --tower vit
 //! ```
 
