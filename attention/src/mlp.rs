@@ -13,7 +13,7 @@
 //! Reference: Hendrycks & Gimpel 2016; <https://pytorch.org/docs/stable/generated/torch.nn.GELU.html>
 
 use embedding::{Layer, Linear, LinearCache, LinearConfig, Params, prefixed};
-use ndarray::{Array3, ArrayRef3, ArrayViewD, ArrayViewMutD, Zip};
+use ndarray::{Array3, ArrayRef3, ArrayViewD, ArrayViewMutD};
 use rand::Rng;
 
 // ANCHOR: erf
@@ -71,7 +71,8 @@ fn exp_branch_free(x: f32) -> f32 {
     const LN2_LO: f32 = -2.121_944_4e-4;
     const ROUND: f32 = 12_582_912.0; // 1.5·2²³: adding and subtracting it rounds to an integer
     let x = x.clamp(-87.0, 88.0);
-    let k = (x * std::f32::consts::LOG2_E + ROUND) - ROUND; // nearest integer to x / ln 2
+    let shifted = x * std::f32::consts::LOG2_E + ROUND; // ROUND + k: k sits in the low mantissa bits
+    let k = shifted - ROUND; // nearest integer to x / ln 2
     let r = x - k * LN2_HI - k * LN2_LO; // |r| ≤ ln 2 / 2
     let p = 1.987_569_1e-4;
     let p = p * r + 1.398_2e-3;
@@ -80,7 +81,10 @@ fn exp_branch_free(x: f32) -> f32 {
     let p = p * r + 1.666_666_5e-1;
     let p = p * r + 0.5; // Cephes' 5.0000001e-1, which rounds to 0.5 in f32
     let er = p * r * r + r + 1.0; // eʳ
-    let two_k = f32::from_bits(((k as i32 + 127) as u32) << 23); // 2ᵏ, k ∈ [−126, 127]
+    // 2ᵏ, k ∈ [−126, 127], from the bits of `shifted` (ROUND + k is exact, one ulp per unit):
+    // integer operations on every lane, where `k as i32` is a scalar saturating conversion
+    let k_bits = shifted.to_bits().wrapping_sub(ROUND.to_bits()); // k as a two's-complement u32
+    let two_k = f32::from_bits(k_bits.wrapping_add(127) << 23);
     er * two_k
 }
 
@@ -133,8 +137,17 @@ pub struct GeluCache {
 /// # Shapes
 /// - `x: [B, T, C]` → `out: [B, T, C]`
 pub fn gelu_forward(x: &ArrayRef3<f32>) -> Array3<f32> {
-    // element-wise and independent: threads pay at the block's 1M elements
-    Zip::from(x).par_map_collect(|&x| gelu_fast(x))
+    // one flat loop over a slice, which the compiler vectorises; the model
+    // already runs slices of the batch on separate threads, so threads here
+    // would only add overhead
+    let x = x.as_standard_layout(); // a view when already row-major
+    let out = x
+        .as_slice()
+        .unwrap()
+        .iter()
+        .map(|&x| gelu_fast(x))
+        .collect();
+    Array3::from_shape_vec(x.dim(), out).unwrap()
 }
 
 /// Backward of [`gelu_forward`] from its input `x`: `dx = dout ⊙ gelu'(x)`.
@@ -156,9 +169,10 @@ pub fn gelu_backward(dout: &ArrayRef3<f32>, x: &ArrayRef3<f32>) -> Array3<f32> {
     // in the forward pass this was:
     //   out = gelu(x)
     // so now we have:
-    Zip::from(dout)
-        .and(x)
-        .par_map_collect(|&d, &x| d * gelu_grad_fast(x))
+    let (dout, x) = (dout.as_standard_layout(), x.as_standard_layout());
+    let dx = dout.as_slice().unwrap().iter().zip(x.as_slice().unwrap());
+    let dx = dx.map(|(&d, &x)| d * gelu_grad_fast(x)).collect();
+    Array3::from_shape_vec(x.dim(), dx).unwrap()
 }
 
 impl Layer for Gelu {

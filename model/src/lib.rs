@@ -134,7 +134,7 @@ pub use generate::{
 };
 pub use heads::{L2_EPS, l2_normalize, l2_normalize_backward, projection};
 pub use image_encoder::{ImageEncoder, ImageEncoderCache, ImageOutput};
-pub use model::{Model, ModelCache, ModelOutput, ModelOutputGrads};
+pub use model::{BATCH_SLICES, Model, ModelCache, ModelOutput, ModelOutputGrads, batch_slices};
 pub use safetensors::{FormatError, Tensors};
 pub use text_encoder::{TextEncoder, TextEncoderCache};
 pub use weights::{MismatchReport, WeightsError, load_weights, save_weights, write_atomic};

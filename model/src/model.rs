@@ -17,10 +17,14 @@
 //! cross-attention *and* from the contrastive path through the pooled vector.
 
 use embedding::{Layer, Linear, LinearCache, Params, prefixed};
+use std::ops::Range;
+
 use ndarray::{
-    Array0, Array1, Array2, Array3, ArrayRef2, ArrayRef4, ArrayViewD, ArrayViewMutD, Axis, s,
+    Array0, Array1, Array2, Array3, ArrayRef2, ArrayRef3, ArrayRef4, ArrayViewD, ArrayViewMutD,
+    Axis, concatenate, s,
 };
 use rand::Rng;
+use rayon::prelude::*;
 
 use crate::config::{ConfigError, ModelConfig};
 use crate::decoder::{Decoder, DecoderCache};
@@ -81,9 +85,16 @@ pub struct ModelOutputGrads {
     pub dlogits: Array3<f32>,
 }
 
-/// What [`Model::backward`] needs.
+/// What [`Model::backward`] needs: one cache per slice of the batch
+/// (see [`Model::forward`]).
 #[derive(Debug, Clone)]
 pub struct ModelCache {
+    slices: Vec<(Range<usize>, SliceCache)>, // the rows b of each slice, and its cache
+}
+
+/// The cache of one slice of the batch (`B` below is the slice's size).
+#[derive(Debug, Clone)]
+struct SliceCache {
     image: ImageEncoderCache,
     image_projection: LinearCache,
     image_embeds: Array2<f32>, // [B, E]: l2's output, reused by its backward
@@ -96,6 +107,25 @@ pub struct ModelCache {
     image_tokens_dim: (usize, usize, usize), // (B, N_img, C_img)
 }
 // ANCHOR_END: model_struct
+
+/// The most slices [`Model::forward`] cuts a batch into. A constant, not the
+/// thread count: the slices fix the order of every sum over the batch, so the
+/// results do not depend on how many threads ran them. Four keep two cores
+/// busy when one of them is shared, and leave each slice's matrix products
+/// large enough to run at full speed.
+pub const BATCH_SLICES: usize = 4;
+
+/// The rows of each slice of a batch of `batch` examples: at most
+/// [`BATCH_SLICES`] consecutive ranges whose sizes differ by at most one.
+///
+/// ```
+/// assert_eq!(model::batch_slices(10), [0..2, 2..5, 5..7, 7..10]);
+/// assert_eq!(model::batch_slices(2), [0..1, 1..2]);
+/// ```
+pub fn batch_slices(batch: usize) -> Vec<Range<usize>> {
+    let n = BATCH_SLICES.min(batch).max(1);
+    (0..n).map(|i| i * batch / n..(i + 1) * batch / n).collect()
+}
 
 impl ModelConfig {
     /// A fresh model of this shape.
@@ -188,6 +218,10 @@ impl Model {
     /// its logits at position `t` score `tokens[:, t + 1]` (the loss ignores
     /// padding targets).
     ///
+    /// Every example is independent of the others until the loss, so the
+    /// batch is cut into [`batch_slices`] that run on rayon's threads (data
+    /// parallelism, as on several GPUs) and their outputs are stacked again.
+    ///
     /// # Shapes
     /// - `images: [B, C_in, H, W]`, `tokens: [B, T]`, `lengths: [B]` →
     ///   `image_embeds, text_embeds: [B, E]`, `logits: [B, T − 1, V]`
@@ -210,6 +244,40 @@ impl Model {
             tokens.dim()
         );
         check_lengths("model", lengths, batch, seq);
+        let slices: Vec<_> = batch_slices(batch)
+            .into_par_iter()
+            .map(|rows| {
+                let (out, cache) = self.forward_slice(
+                    &images.slice(s![rows.clone(), .., .., ..]),
+                    &tokens.slice(s![rows.clone(), ..]),
+                    &lengths[rows.clone()],
+                );
+                (out, (rows, cache))
+            })
+            .collect();
+        let stack2 = |field: fn(&ModelOutput) -> &Array2<f32>| {
+            let parts: Vec<_> = slices.iter().map(|(out, _)| field(out).view()).collect();
+            concatenate(Axis(0), &parts).unwrap()
+        };
+        let logits: Vec<_> = slices.iter().map(|(out, _)| out.logits.view()).collect();
+        let output = ModelOutput {
+            image_embeds: stack2(|out| &out.image_embeds),
+            text_embeds: stack2(|out| &out.text_embeds),
+            logit_scale: self.logit_scale_exp(),
+            logits: concatenate(Axis(0), &logits).unwrap(),
+        };
+        let slices = slices.into_iter().map(|(_, cache)| cache).collect();
+        (output, ModelCache { slices })
+    }
+
+    /// [`Model::forward`] on one slice of the batch: the whole model, in order.
+    fn forward_slice(
+        &self,
+        images: &ArrayRef4<f32>,
+        tokens: &ArrayRef2<u32>,
+        lengths: &[usize],
+    ) -> (ModelOutput, SliceCache) {
+        let seq = tokens.ncols();
 
         // the image tower, and its pooled vector into the shared space
         let (image_out, image) = self.image.forward(images); // tokens [B, N_img, C_img], pooled [B, C_img]
@@ -236,7 +304,7 @@ impl Model {
             logit_scale: self.logit_scale_exp(),
             logits,
         };
-        let cache = ModelCache {
+        let cache = SliceCache {
             image,
             image_projection,
             image_embeds,
@@ -256,6 +324,12 @@ impl Model {
     /// Adds the gradient of every parameter into `grads` (a zeroed twin,
     /// [`Params::zeros_like`]), from the gradients of the outputs.
     ///
+    /// The slices of the forward pass run backward in parallel too. Each
+    /// collects its parameter gradients on its own (the first in `grads`, the
+    /// others in zeroed twins), and the twins are added into `grads` in slice
+    /// order: the same sums in the same order whatever the thread count, so a
+    /// run is bit for bit the same on one thread or many.
+    ///
     /// # Panics
     /// If a gradient's shape differs from its output's.
     #[track_caller]
@@ -265,9 +339,44 @@ impl Model {
         // so now we have:
         grads.logit_scale[()] += dout.dlogit_scale * self.logit_scale_exp();
 
+        let mut twins: Vec<Model> = cache.slices[1..]
+            .iter()
+            .map(|_| self.zeros_like())
+            .collect();
+        let mut targets: Vec<&mut Model> = std::iter::once(&mut *grads).chain(&mut twins).collect();
+        targets
+            .par_iter_mut()
+            .zip(&cache.slices)
+            .for_each(|(grads, (rows, cache))| {
+                let rows = rows.clone();
+                self.backward_slice(
+                    &dout.dimage_embeds.slice(s![rows.clone(), ..]),
+                    &dout.dtext_embeds.slice(s![rows.clone(), ..]),
+                    &dout.dlogits.slice(s![rows, .., ..]),
+                    cache,
+                    grads,
+                );
+            });
+        for twin in &twins {
+            for ((_, mut sum), (_, part)) in grads.params_mut().into_iter().zip(twin.params()) {
+                sum.zip_mut_with(&part, |sum, &part| *sum += part);
+            }
+        }
+    }
+
+    /// [`Model::backward`] on one slice of the batch, every part but the
+    /// logit scale: `dimage_embeds, dtext_embeds: [B, E]`, `dlogits: [B, T − 1, V]`.
+    fn backward_slice(
+        &self,
+        dimage_embeds: &ArrayRef2<f32>,
+        dtext_embeds: &ArrayRef2<f32>,
+        dlogits: &ArrayRef3<f32>,
+        cache: &SliceCache,
+        grads: &mut Model,
+    ) {
         // image: embeds = l2(pooled Wᵀ)
         let dprojected =
-            l2_normalize_backward(&dout.dimage_embeds, &cache.image_embeds, &cache.image_norms); // [B, E]
+            l2_normalize_backward(dimage_embeds, &cache.image_embeds, &cache.image_norms); // [B, E]
         let dimage_pooled = self.image_projection.backward(
             &dprojected.insert_axis(Axis(1)),
             &cache.image_projection,
@@ -275,8 +384,7 @@ impl Model {
         ); // [B, 1, C_img]
 
         // text: embeds = l2(pooled Wᵀ)
-        let dprojected =
-            l2_normalize_backward(&dout.dtext_embeds, &cache.text_embeds, &cache.text_norms);
+        let dprojected = l2_normalize_backward(dtext_embeds, &cache.text_embeds, &cache.text_norms);
         let dtext_pooled = self.text_projection.backward(
             &dprojected.insert_axis(Axis(1)),
             &cache.text_projection,
@@ -289,9 +397,9 @@ impl Model {
         );
 
         // the decoder, which also returns the gradient of the image tokens
-        let dimage_tokens =
-            self.decoder
-                .backward(&dout.dlogits, &cache.decoder, &mut grads.decoder); // [B, N_img, C_img]
+        let dimage_tokens = self
+            .decoder
+            .backward(dlogits, &cache.decoder, &mut grads.decoder); // [B, N_img, C_img]
         assert_eq!(dimage_tokens.dim(), cache.image_tokens_dim);
 
         // the image tower gets both: the tokens' gradient and the pooled vector's
@@ -467,6 +575,49 @@ mod tests {
         }
     }
     // ANCHOR_END: whole_model_gradcheck
+
+    /// Forward and backward of `model` on a batch of 7 (four uneven slices)
+    /// inside a rayon pool of `threads` threads: the outputs and every gradient.
+    fn run_on_threads(model: &Model, threads: usize) -> (ModelOutput, Model) {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let images = init::normal((7, 3, 8, 8), 1.0, &mut StdRng::seed_from_u64(7));
+            let lengths: Vec<usize> = (0..7).map(|b| 2 + b % 5).collect();
+            let tokens = Array2::from_shape_fn((7, 6), |(b, t)| match t {
+                0 => 9,
+                t if t + 1 == lengths[b] => 10,
+                t if t >= lengths[b] => 11,
+                t => ((b + t) % 9) as u32,
+            });
+            let (output, cache) = model.forward(&images, &tokens, &lengths);
+            let mut grads = model.zeros_like();
+            model.backward(&output_grads(&output, 8), &cache, &mut grads);
+            (output, grads)
+        })
+    }
+
+    #[test]
+    fn results_are_bit_for_bit_the_same_on_any_thread_count() {
+        assert_eq!(batch_slices(7), [0..1, 1..3, 3..5, 5..7]);
+        for image in [ModelConfig::micro(VOCAB).image, ModelConfig::micro_cnn()] {
+            let model = micro(image, Head::Tied, 6);
+            let (output, grads) = run_on_threads(&model, 1);
+            for threads in [2, 3] {
+                let (other_output, other_grads) = run_on_threads(&model, threads);
+                assert_eq!(other_output, output, "{threads} threads");
+                let bits = |m: &Model| -> Vec<u32> {
+                    m.params()
+                        .iter()
+                        .flat_map(|(_, t)| t.iter().map(|x| x.to_bits()).collect::<Vec<_>>())
+                        .collect()
+                };
+                assert_eq!(bits(&other_grads), bits(&grads), "{threads} threads");
+            }
+        }
+    }
 
     #[test]
     fn every_parameter_receives_a_gradient() {

@@ -109,7 +109,7 @@ impl ConvBlock {
     #[track_caller]
     pub fn forward(&self, x: &ArrayRef4<f32>) -> (Array4<f32>, ConvBlockCache) {
         let (h, conv) = self.conv.forward(x); // [B, C_out, H, W]
-        let (h, relu) = Relu.forward(&h);
+        let (h, relu) = Relu.forward_owned(h); // h moves into the cache, no copy
         let (out, pool) = self.pool.forward(&h); // [B, C_out, H/2, W/2]
         (out, ConvBlockCache { conv, relu, pool })
     }
@@ -124,7 +124,7 @@ impl ConvBlock {
         grads: &mut ConvBlock,
     ) -> Array4<f32> {
         let dh = self.pool.backward(dout, &cache.pool);
-        let dh = Relu.backward(&dh, &cache.relu);
+        let dh = Relu.backward_in_place(dh, &cache.relu); // over dh's own buffer
         self.conv.backward(&dh, &cache.conv, &mut grads.conv)
     }
 }

@@ -28,8 +28,8 @@
 
 use ndarray::linalg::general_mat_mul;
 use ndarray::{
-    Array1, Array2, Array4, ArrayRef2, ArrayRef3, ArrayRef4, ArrayViewD, ArrayViewMutD, Axis, Zip,
-    s,
+    Array1, Array2, Array3, Array4, ArrayRef2, ArrayRef3, ArrayRef4, ArrayViewD, ArrayViewMutD,
+    Axis,
 };
 use rand::Rng;
 
@@ -529,9 +529,18 @@ pub fn col2im(
         dx.dim(),
         (kh, kw)
     );
-    for (row, dcol_row) in dcols.outer_iter().enumerate() {
+    let Some(dx) = dx.as_slice_mut() else {
+        // a strided dx (never from Conv2d::backward): add through a contiguous copy
+        let mut contiguous = Array3::zeros(dx.dim());
+        col2im(dcols, &mut contiguous, (kh, kw), stride, padding);
+        *dx += &*contiguous;
+        return;
+    };
+    // rows as slices, as in im2col: one run per (row, oy), no 2-D index per pixel
+    let dcols = dcols.as_standard_layout(); // a view when already row-major
+    let dcol_rows = dcols.as_slice().unwrap().chunks_exact(h_out * w_out);
+    for (row, dcol_row) in dcol_rows.enumerate() {
         let (c, i, j) = (row / (kh * kw), (row / kw) % kh, row % kw);
-        let mut dchannel = dx.index_axis_mut(Axis(0), c); // [H, W]
         let xs = valid_outputs(j, stride, padding, width, w_out); // ox reading inside
         if xs.is_empty() {
             continue; // this tap only ever reads padding
@@ -540,13 +549,14 @@ pub fn col2im(
             let Some(iy) = source_index(oy, i, stride, padding, height) else {
                 continue;
             };
-            // whole runs through row views, as in im2col, not one 2-D index per pixel
-            let dcol = dcol_row.slice(s![oy * w_out + xs.start..oy * w_out + xs.end]);
+            let dcol = &dcol_row[oy * w_out..][xs.clone()];
             let first = xs.start * stride + j - padding; // ix of the first valid ox
-            let mut drow = dchannel.row_mut(iy); // dx[c, iy, :]
-            let drow = drow.slice_mut(s![first..=first + (xs.len() - 1) * stride; stride]);
+            let drow =
+                &mut dx[(c * height + iy) * width + first..][..(dcol.len() - 1) * stride + 1]; // dx[c, iy, first..]
             // in im2col this was: cols[row, oy·W_out + ox] = x[c, iy, ox·s + j − p]
-            Zip::from(drow).and(dcol).for_each(|d, &g| *d += g);
+            for (d, &g) in drow.iter_mut().step_by(stride).zip(dcol) {
+                *d += g;
+            }
         }
     }
 }
@@ -633,6 +643,22 @@ mod tests {
         let layer = Conv2d::new(Array4::ones((1, 1, 3, 3)), None, 1, 1);
         let x = Array4::ones((1, 1, 2, 2));
         assert_eq!(layer.forward(&x).0, Array4::from_elem((1, 1, 2, 2), 4.0));
+    }
+
+    #[test]
+    fn col2im_adds_into_a_strided_dx_as_into_a_contiguous_one() {
+        // stride 2, padding 1, a 3×2 kernel on [2, 5, 4]: dcols is [2·3·2, 3·3]
+        let dcols = Array2::from_shape_fn((12, 9), |(r, c)| (r * 9 + c) as f32 * 0.25 - 3.0);
+        let mut contiguous = Array3::from_elem((2, 5, 4), 1.0);
+        col2im(&dcols, &mut contiguous, (3, 2), 2, 1);
+        let mut wide = Array3::from_elem((2, 5, 8), 1.0);
+        let mut strided = wide.slice_mut(ndarray::s![.., .., ..;2]); // every other column
+        col2im(&dcols, &mut strided, (3, 2), 2, 1);
+        assert_eq!(strided, contiguous);
+        // and the adjoint identity ⟨im2col(x), dcols⟩ = ⟨x, col2im(dcols)⟩ (x of ones, plus the initial 1s)
+        let cols = im2col(&Array3::ones((2, 5, 4)), (3, 2), 2, 1);
+        let lhs: f32 = (&cols * &dcols).sum();
+        assert!((lhs - (contiguous.sum() - 40.0)).abs() < 1e-3);
     }
 
     #[test]

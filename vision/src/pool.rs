@@ -13,6 +13,8 @@
 //! References: <https://pytorch.org/docs/stable/generated/torch.nn.MaxPool2d.html>,
 //! <https://pytorch.org/docs/stable/generated/torch.nn.AvgPool2d.html>
 
+use std::hint::select_unpredictable;
+
 use ndarray::{Array2, Array4, ArrayRef2, ArrayRef4, Axis, Zip, s};
 
 use crate::conv::conv_output_size;
@@ -71,19 +73,24 @@ impl MaxPool2d {
             .unwrap()
             .chunks_exact_mut(h_out * w_out);
         for ((plane, out_p), arg_p) in planes.zip(out_planes).zip(arg_planes) {
-            for (pos, (o, a)) in out_p.iter_mut().zip(arg_p.iter_mut()).enumerate() {
-                let (oy, ox) = (pos / w_out, pos % w_out);
-                let mut best = (f32::NEG_INFINITY, oy * s * width + ox * s); // any real value beats −∞
-                for iy in oy * s..oy * s + k {
-                    for ix in ox * s..ox * s + k {
-                        let v = plane[iy * width + ix];
-                        if v > best.0 || v.is_nan() && !best.0.is_nan() {
-                            best = (v, iy * width + ix); // subtle: NaN wins, so it propagates as in PyTorch
+            let rows = out_p
+                .chunks_exact_mut(w_out)
+                .zip(arg_p.chunks_exact_mut(w_out));
+            for (oy, (out_row, arg_row)) in rows.enumerate() {
+                for (ox, (o, a)) in out_row.iter_mut().zip(arg_row).enumerate() {
+                    let mut best = (f32::NEG_INFINITY, oy * s * width + ox * s); // any real value beats −∞
+                    for iy in oy * s..oy * s + k {
+                        let taps = &plane[iy * width + ox * s..][..k]; // x[iy, ox·s..ox·s + k]
+                        for (j, &v) in taps.iter().enumerate() {
+                            // subtle: NaN wins, so it propagates as in PyTorch
+                            let wins = v > best.0 || v.is_nan() && !best.0.is_nan();
+                            // a select, not a branch: on real data the winner is a coin toss
+                            best = select_unpredictable(wins, (v, iy * width + ox * s + j), best);
                         }
                     }
+                    *o = best.0;
+                    *a = best.1 as u32; // u32: a quarter of a (usize, usize) pair
                 }
-                *o = best.0;
-                *a = best.1 as u32; // u32: a quarter of a (usize, usize) pair
             }
         }
         let input = x.dim();
@@ -106,14 +113,21 @@ impl MaxPool2d {
             dout.dim(),
             cache.argmax.dim()
         );
-        let width = cache.input.3;
+        let (_, _, height, width) = cache.input;
+        let (h_out, w_out) = (cache.argmax.dim().2, cache.argmax.dim().3);
         let mut dx = Array4::zeros(cache.input);
-        for ((b, c, oy, ox), &winner) in cache.argmax.indexed_iter() {
-            let (iy, ix) = (winner as usize / width, winner as usize % width);
-            // in the forward pass this was:
-            //   out[b, c, oy, ox] = x[b, c, iy, ix]   (the winner of the window)
-            // so now we have (+=: overlapping windows may share a winner):
-            dx[[b, c, iy, ix]] += dout[[b, c, oy, ox]];
+        // one (b, c) plane at a time, as flat slices, as in the forward pass
+        let dout = dout.as_standard_layout(); // a view when already row-major
+        let dout_planes = dout.as_slice().unwrap().chunks_exact(h_out * w_out);
+        let arg_planes = cache.argmax.as_slice().unwrap().chunks_exact(h_out * w_out);
+        let dx_planes = dx.as_slice_mut().unwrap().chunks_exact_mut(height * width);
+        for ((dx_p, dout_p), arg_p) in dx_planes.zip(dout_planes).zip(arg_planes) {
+            for (&d, &winner) in dout_p.iter().zip(arg_p) {
+                // in the forward pass this was:
+                //   out[b, c, oy, ox] = x[b, c, iy, ix]   (the winner of the window, at iy·W + ix)
+                // so now we have (+=: overlapping windows may share a winner):
+                dx_p[winner as usize] += d;
+            }
         }
         dx
     }
@@ -323,6 +337,41 @@ mod tests {
             [0.0, 0.0, 4.0, 0.0],
             [3.0, 0.0, 0.0, 0.0]
         ]]];
+        assert_eq!(dx, want);
+    }
+
+    #[test]
+    fn maxpool_ties_go_to_the_first_tap_and_nan_wins() {
+        // window [[1, 3], [3, 2]]: the first 3 (row-major) wins; [[0, NaN], [5, NaN]]: the first NaN
+        let x = array![[[[1.0, 3.0, 0.0, f32::NAN], [3.0, 2.0, 5.0, f32::NAN]]]];
+        let pool = MaxPool2d::new(2);
+        let (out, cache) = pool.forward(&x);
+        assert_eq!(out[[0, 0, 0, 0]], 3.0);
+        assert!(out[[0, 0, 0, 1]].is_nan());
+        let dx = pool.backward(&array![[[[10.0, 20.0]]]], &cache);
+        assert_eq!(dx, array![[[[0.0, 10.0, 0.0, 20.0], [0.0, 0.0, 0.0, 0.0]]]]);
+        // overlapping windows (k 3, s 2) on values with many ties, against a plain search
+        let x = Array4::from_shape_fn((2, 3, 7, 9), |(b, c, i, j)| {
+            ((b + 3 * c + 5 * i + 7 * j) % 4) as f32
+        });
+        let pool = MaxPool2d {
+            kernel: 3,
+            stride: 2,
+        };
+        let (out, cache) = pool.forward(&x);
+        let dx = pool.backward(&Array4::ones(out.dim()), &cache);
+        let mut want = Array4::<f32>::zeros(x.dim());
+        for ((b, c, oy, ox), &o) in out.indexed_iter() {
+            let window = (0..9).map(|t| (2 * oy + t / 3, 2 * ox + t % 3));
+            let first = window.clone().find(|&(i, j)| x[[b, c, i, j]] == o).unwrap();
+            assert_eq!(
+                window
+                    .map(|(i, j)| x[[b, c, i, j]])
+                    .fold(f32::MIN, f32::max),
+                o
+            );
+            want[[b, c, first.0, first.1]] += 1.0;
+        }
         assert_eq!(dx, want);
     }
 

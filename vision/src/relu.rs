@@ -54,6 +54,43 @@ impl Relu {
             .map_collect(|&d, &x| if x > 0.0 { d } else { 0.0 })
     }
     // ANCHOR_END: relu
+
+    /// [`Relu::forward`] for an input the caller no longer needs: it moves
+    /// into the cache instead of being copied there.
+    ///
+    /// # Shapes
+    /// - `x: [any]` → `out`: the same shape
+    pub fn forward_owned<D: Dimension>(&self, x: Array<f32, D>) -> (Array<f32, D>, ReluCache<D>) {
+        let out = x.mapv(|v| v.max(0.0));
+        (out, ReluCache { x })
+    }
+
+    /// [`Relu::backward`] written over `dout` itself, which saves allocating
+    /// (and page-faulting in) a map the size of the input.
+    ///
+    /// # Shapes
+    /// - `dout`: the output's shape → `dx`: the same shape (the same buffer)
+    ///
+    /// # Panics
+    /// If `dout` and the cached output differ in shape.
+    #[track_caller]
+    pub fn backward_in_place<D: Dimension>(
+        &self,
+        mut dout: Array<f32, D>,
+        cache: &ReluCache<D>,
+    ) -> Array<f32, D> {
+        assert_eq!(
+            dout.shape(),
+            cache.x.shape(),
+            "relu backward: dout is {:?}, x is {:?}",
+            dout.shape(),
+            cache.x.shape()
+        );
+        Zip::from(&mut dout)
+            .and(&cache.x)
+            .for_each(|d, &x| *d = if x > 0.0 { *d } else { 0.0 });
+        dout
+    }
 }
 
 #[cfg(test)]
@@ -68,6 +105,18 @@ mod tests {
         assert_eq!(out, array![[0.0, 0.0, 2.0]]);
         let dx = Relu.backward(&array![[5.0, 6.0, 7.0]], &cache);
         assert_eq!(dx, array![[0.0, 0.0, 7.0]]);
+    }
+
+    #[test]
+    fn owned_and_in_place_agree_with_the_plain_passes() {
+        let x = array![[-1.5f32, 0.0, 2.0], [f32::NAN, 3.0, -0.0]];
+        let dout = array![[1.0f32, 2.0, 3.0], [4.0, 5.0, 6.0]];
+        let (out, cache) = Relu.forward(&x);
+        let (out_owned, cache_owned) = Relu.forward_owned(x.clone());
+        assert_eq!(out.mapv(f32::to_bits), out_owned.mapv(f32::to_bits)); // NaN == NaN as bits
+        let dx = Relu.backward(&dout, &cache);
+        assert_eq!(Relu.backward_in_place(dout, &cache_owned), dx);
+        assert_eq!(dx, array![[0.0, 0.0, 3.0], [0.0, 5.0, 0.0]]);
     }
 
     #[test]
