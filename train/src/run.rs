@@ -12,7 +12,7 @@
 
 use crate::data::{Tokens, ToyData};
 use crate::eval::{EvalConfig, EvalReport, evaluate, sample_captions};
-use crate::{AdamW, AdamWState, LossWeights, Schedule, StepError, train_step};
+use crate::{AdamW, AdamWState, Batch, LossWeights, Schedule, StepError, train_step};
 use embedding::Params;
 use indicatif::{ProgressBar, ProgressStyle};
 use model::{CheckpointError, ImageConfig, Model, ModelConfig, SpecialTokens, WeightsError};
@@ -459,9 +459,8 @@ pub fn open(run: &Path) -> Result<(RunConfig, State), RunError> {
     Ok((config, state))
 }
 
-// ANCHOR: train_loop
-/// Trains `state` up to `stop` steps (at most `config.steps`), evaluating
-/// and checkpointing on the way and at the end.
+/// Trains `state` on the toy dataset up to `stop` steps (at most
+/// `config.steps`), evaluating and checkpointing on the way and at the end.
 ///
 /// # Errors
 /// [`RunError::NonFinite`] naming the step if a loss or gradient is not
@@ -473,9 +472,51 @@ pub fn train(
     stop: usize,
     progress: Progress,
 ) -> Result<(), RunError> {
-    let stop = stop.min(config.steps);
     let data = config.data();
-    let tokens = Tokens::new(&state.tokenizer, state.model.config());
+    let batch_of = |step: u64, state: &State| {
+        let tokens = Tokens::new(&state.tokenizer, state.model.config());
+        data.batch(step, config.batch_size, &tokens)
+    };
+    let evaluate_now = |state: &State| {
+        let on = EvalConfig {
+            per_object: 1,
+            stream: 1,
+        };
+        evaluate(&state.model, &state.tokenizer, &data, &on)
+    };
+    train_loop(
+        run,
+        config,
+        state,
+        stop,
+        progress,
+        batch_of,
+        Some(&evaluate_now),
+    )
+}
+
+// ANCHOR: train_loop
+/// The loop every run shares: [`train_step`] on `batch_of(step, state)` from
+/// `state.step` up to `stop` (at most `config.steps`), a progress bar, an
+/// evaluation every `eval_interval` steps (if `evaluate_now` is given) and a
+/// checkpoint every `checkpoint_interval` steps and at the end.
+///
+/// `batch_of` must be a pure function of the step (and the run's fixed
+/// data), so that a resumed run sees the batches the uninterrupted run saw.
+///
+/// # Errors
+/// [`RunError::NonFinite`] naming the step if a loss or gradient is not
+/// finite (the last checkpoint stays as it was), or a file error.
+pub fn train_loop(
+    run: &Path,
+    config: &RunConfig,
+    state: &mut State,
+    stop: usize,
+    progress: Progress,
+    batch_of: impl Fn(u64, &State) -> Batch,
+    evaluate_now: Option<&dyn Fn(&State) -> EvalReport>,
+) -> Result<(), RunError> {
+    let stop = stop.min(config.steps);
     let schedule = config.schedule();
     let weights = LossWeights {
         contrastive: config.contrastive_weight,
@@ -496,7 +537,7 @@ pub fn train(
     let mut timer = (Instant::now(), state.step);
     while state.step < stop {
         let step = state.step;
-        let batch = data.batch(step as u64, config.batch_size, &tokens);
+        let batch = batch_of(step as u64, state);
         let stats = train_step(
             &mut state.model,
             &mut grads,
@@ -532,16 +573,10 @@ pub fn train(
             stats.loss, stats.contrastive, stats.caption, stats.lr, stats.logit_scale, images_per_s
         ));
         let at = |interval: usize| interval > 0 && state.step.is_multiple_of(interval);
-        if at(config.eval_interval) && state.step < config.steps {
-            let report = evaluate(
-                &state.model,
-                &state.tokenizer,
-                &data,
-                &EvalConfig {
-                    per_object: 1,
-                    stream: 1,
-                },
-            );
+        if let Some(evaluate_now) =
+            evaluate_now.filter(|_| at(config.eval_interval) && state.step < config.steps)
+        {
+            let report = evaluate_now(state);
             let line = format!(
                 "step {}: held-out zero-shot {:.1}%, caption exact {:.1}%; seen {:.1}% / {:.1}%",
                 state.step,

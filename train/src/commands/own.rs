@@ -12,8 +12,8 @@
 use super::CommandError;
 use crate::data::Tokens;
 use crate::data::folder::{DataError, FolderData, read_captions};
-use crate::run::{self, History, RunConfig, State, StepRecord};
-use crate::{AdamW, AdamWState, LossWeights, RunError, Schedule, train_step};
+use crate::run::{self, History, RunConfig, State};
+use crate::{AdamW, AdamWState, RunError};
 use model::{Captioner, Model, Strategy, embed_texts, similarity, top_k};
 use ndarray::{Axis, s};
 use rand::SeedableRng;
@@ -348,9 +348,11 @@ fn finish_own(run: &Path, data: &FolderData, state: &State) -> Result<OwnEval, C
 }
 
 // ANCHOR: train_steps
-/// The training loop on own data: [`train_step`] on
+/// The training loop on own data: [`run::train_loop`] on
 /// [`FolderData::batch`] from `state.step` to `stop` (at most
-/// `config.steps`), with a checkpoint every `checkpoint_interval` steps.
+/// `config.steps`), with a checkpoint every `checkpoint_interval` steps and
+/// at the end; no evaluation on the way (the finished run evaluates both
+/// splits).
 ///
 /// # Errors
 /// [`RunError::NonFinite`] naming the step (the last checkpoint is kept), a
@@ -367,63 +369,11 @@ pub fn train_steps(
     stop: usize,
     progress: Progress,
 ) -> Result<(), CommandError> {
-    let stop = stop.min(config.steps);
-    let schedule = Schedule {
-        warmup: config.warmup,
-        total: config.steps,
-        peak_lr: config.lr,
-        min_lr: config.min_lr,
-    };
-    let weights = LossWeights {
-        contrastive: config.contrastive_weight,
-        caption: config.caption_weight,
-    };
-    let mut grads = embedding::Params::zeros_like(&state.model);
-    let started = std::time::Instant::now();
-    let bar = match progress {
-        Progress::Bar => indicatif::ProgressBar::new(config.steps as u64),
-        Progress::Quiet => indicatif::ProgressBar::hidden(),
-    };
-    bar.set_position(state.step as u64);
-    let mut last_checkpoint = (state.step > 0).then_some(state.step);
-    while state.step < stop {
-        let step = state.step;
+    let batch_of = |step: u64, state: &State| {
         let tokens = Tokens::new(&state.tokenizer, state.model.config());
-        let batch = data.batch(config.seed, step as u64, config.batch_size, &tokens);
-        let stats = train_step(
-            &mut state.model,
-            &mut grads,
-            &mut state.opt,
-            &batch,
-            weights,
-            step,
-            &schedule,
-            Some(config.max_grad_norm),
-        )
-        .map_err(|source| RunError::NonFinite {
-            source,
-            checkpoint: last_checkpoint,
-        })?;
-        state.history.steps.push(StepRecord {
-            step,
-            loss: stats.loss,
-            contrastive: stats.contrastive,
-            caption: stats.caption,
-            grad_norm: stats.grad_norm,
-            lr: stats.lr,
-            logit_scale: stats.logit_scale,
-        });
-        state.step += 1;
-        bar.set_position(state.step as u64);
-        bar.set_message(format!("loss {:.3}", stats.loss));
-        let interval = config.checkpoint_interval;
-        if interval > 0 && state.step.is_multiple_of(interval) && state.step < config.steps {
-            run::save_state(run, state)?; // resumable, and readable by the commands
-            last_checkpoint = Some(state.step);
-        }
-    }
-    bar.finish_and_clear();
-    state.history.train_seconds += started.elapsed().as_secs_f64();
+        data.batch(config.seed, step, config.batch_size, &tokens)
+    };
+    run::train_loop(run, config, state, stop, progress, batch_of, None)?;
     Ok(())
 }
 // ANCHOR_END: train_steps
