@@ -5,7 +5,7 @@
 # for minutes, so CI never runs it; run it from a fresh clone before
 # publishing the book, then commit book/src/generated/.
 #
-#   tools/regenerate-figures.sh            # about 15 min on a quiet 2-core machine
+#   tools/regenerate-figures.sh            # about 3 min on a quiet 2-core machine
 #   ABLATION_STEPS=1000 tools/regenerate-figures.sh
 #
 # A finished run is reused, not retrained: delete runs/default or
