@@ -7,47 +7,23 @@
 //! second. `tools/pytorch_step.py` times PyTorch eager's step for the same
 //! model.
 
+mod common;
+
 use std::hint::black_box;
 use std::time::Duration;
 
+use common::{VOCAB, batch_of};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use embedding::{Params, init};
+use embedding::Params;
 use model::{ImageConfig, Model, ModelConfig};
-use ndarray::Array2;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use train::{
-    AdamW, AdamWState, Batch, LossWeights, Schedule, caption_loss, contrastive_loss, train_step,
-};
-
-/// A vocabulary the size of the toy dataset's tokenizer (as the model crate's bench).
-const VOCAB: usize = 512;
+use train::{AdamW, AdamWState, LossWeights, Schedule, caption_loss, contrastive_loss, train_step};
 
 /// `cargo test --benches` runs every bench once, unoptimised, as a smoke
 /// test; `cargo bench` passes `--bench`. Only the real run gets real sizes.
 fn smoke_test() -> bool {
     !std::env::args().any(|a| a == "--bench")
-}
-
-/// `batch` random images and captions of mixed lengths (6..=T tokens).
-fn batch_of(batch: usize, config: &ModelConfig) -> Batch {
-    let mut rng = StdRng::seed_from_u64(1);
-    let side = config.image.image_size();
-    let images = init::normal((batch, 3, side, side), 1.0, &mut rng);
-    let t = config.max_len;
-    let lengths: Vec<usize> = (0..batch).map(|b| 6 + b % (t - 5)).collect();
-    let special = config.special;
-    let tokens = Array2::from_shape_fn((batch, t), |(b, i)| match i {
-        0 => special.bos,
-        i if i + 1 == lengths[b] => special.eos,
-        i if i >= lengths[b] => special.pad,
-        i => ((b * 31 + i * 7) % 300) as u32,
-    });
-    Batch {
-        images,
-        tokens,
-        lengths,
-    }
 }
 
 const SCHEDULE: Schedule = Schedule {

@@ -11,38 +11,16 @@
 //!     target/release/deps/step_count-<hash> --bench --steps 20 --tower vit
 //! ```
 
+mod common;
+
 use std::time::Instant;
 
-use embedding::{Params, init};
+use common::{VOCAB, batch_of};
+use embedding::Params;
 use model::{ImageConfig, Model, ModelConfig};
-use ndarray::Array2;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use train::{AdamW, AdamWState, Batch, LossWeights, Schedule, train_step};
-
-/// A vocabulary the size of the toy dataset's tokenizer (as `bench_main`).
-const VOCAB: usize = 512;
-
-/// The same batch as `bench_main`: random images, captions of 6..=T tokens.
-fn batch_of(batch: usize, config: &ModelConfig) -> Batch {
-    let mut rng = StdRng::seed_from_u64(1);
-    let side = config.image.image_size();
-    let images = init::normal((batch, 3, side, side), 1.0, &mut rng);
-    let t = config.max_len;
-    let lengths: Vec<usize> = (0..batch).map(|b| 6 + b % (t - 5)).collect();
-    let special = config.special;
-    let tokens = Array2::from_shape_fn((batch, t), |(b, i)| match i {
-        0 => special.bos,
-        i if i + 1 == lengths[b] => special.eos,
-        i if i >= lengths[b] => special.pad,
-        i => ((b * 31 + i * 7) % 300) as u32,
-    });
-    Batch {
-        images,
-        tokens,
-        lengths,
-    }
-}
+use train::{AdamW, AdamWState, LossWeights, Schedule, train_step};
 
 /// User + system CPU time of this process so far, in seconds (0 where
 /// `/proc` is missing).
@@ -53,7 +31,9 @@ fn cpu_seconds() -> f64 {
     // fields after the command name (which ends at the last ')'): utime is the 12th, stime the 13th
     let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields[11..13]
+    let ticks: f64 = fields
+        .get(11..13)
+        .unwrap_or_default()
         .iter()
         .filter_map(|f| f.parse::<f64>().ok())
         .sum();
