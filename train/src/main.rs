@@ -214,29 +214,25 @@ fn main() -> ExitCode {
         }
         _ => {}
     }
-    let result = match &cli.command {
+    let result: Result<(), Box<dyn std::error::Error>> = match &cli.command {
         Some(Command::Use(_)) | Some(Command::Eval { data: Some(_), .. }) => {
             unreachable!("handled above")
         }
         Some(Command::Eval {
             run, per_object, ..
-        }) => run::eval_run(run, *per_object).map(|report| {
-            println!("{}", report.table());
-            println!("wrote {}", run.join("eval.json").display());
-        }),
-        Some(Command::Plot { run, out }) => match train::plot::plot_run(run, out.as_deref()) {
-            Ok(report) => {
-                print!("{report}");
-                return ExitCode::SUCCESS;
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::FAILURE;
-            }
-        },
+        }) => run::eval_run(run, *per_object)
+            .map(|report| {
+                println!("{}", report.table());
+                println!("wrote {}", run.join("eval.json").display());
+            })
+            .map_err(Into::into),
+        Some(Command::Plot { run, out }) => train::plot::plot_run(run, out.as_deref())
+            .map(|report| print!("{report}"))
+            .map_err(Into::into),
         Some(Command::Ablate { steps, out }) => {
             train::ablate::ablate(out, &train::ablate::base_config(*steps), Progress::Bar)
                 .map(|_| println!("wrote {}", out.join(train::ablate::TABLE_FILE).display()))
+                .map_err(Into::into)
         }
         Some(Command::Failures {
             run,
@@ -251,8 +247,9 @@ fn main() -> ExitCode {
                     f.images,
                     f.table.display()
                 )
-            }),
-        None => train(&cli.train),
+            })
+            .map_err(Into::into),
+        None => train(&cli.train).map_err(Into::into),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
