@@ -18,7 +18,7 @@
 //! Reference: Vaswani et al. 2017, §3.2.1;
 //! <https://pytorch.org/docs/stable/generated/torch.nn.functional.scaled_dot_product_attention.html>
 
-use ndarray::linalg::general_mat_mul;
+use embedding::{gemm, matmul};
 use ndarray::{Array2, Array4, ArrayRef4, ArrayView3, ArrayViewMut3, Axis, Zip};
 
 use crate::mask::Mask;
@@ -92,7 +92,7 @@ pub fn attention_forward(
             .par_for_each(|bh, mut out_bh, mut att_bh, q_bh, k_bh, v_bh| {
                 let b = bh / n_head;
                 // S = Q Kᵀ / √D                                 [T_q, D] x [D, T_kv] -> [T_q, T_kv]
-                general_mat_mul(scale, &q_bh, &k_bh.t(), 0.0, &mut att_bh);
+                gemm(scale, &q_bh, &k_bh.t(), 0.0, &mut att_bh);
                 for (i, mut row) in att_bh.outer_iter_mut().enumerate() {
                     let row = row.as_slice_mut().unwrap(); // rows of a fresh array are contiguous
                     let visible = mask.visible_keys(b, i, t_q, t_kv);
@@ -100,7 +100,7 @@ pub fn attention_forward(
                     softmax_row(row); // P = softmax(S + mask)
                 }
                 // out = P V                                     [T_q, T_kv] x [T_kv, D] -> [T_q, D]
-                general_mat_mul(1.0, &att_bh, &v_bh, 0.0, &mut out_bh);
+                gemm(1.0, &att_bh, &v_bh, 0.0, &mut out_bh);
             });
     }
     (out, probs)
@@ -179,8 +179,8 @@ pub fn attention_backward(
                 // in the forward pass this was:
                 //   out = P V
                 // so now we have:
-                general_mat_mul(1.0, &att_bh.t(), &dout_bh, 0.0, &mut dv_bh); // dV = Pᵀ dout: [T_kv, D]
-                let datt = dout_bh.dot(&v_bh.t()); // dP = dout Vᵀ: [T_q, T_kv]
+                gemm(1.0, &att_bh.t(), &dout_bh, 0.0, &mut dv_bh); // dV = Pᵀ dout: [T_kv, D]
+                let datt = matmul(&dout_bh, &v_bh.t()); // dP = dout Vᵀ: [T_q, T_kv]
                 // in the forward pass this was:
                 //   P = softmax(S + mask)
                 // so now we have (masked entries have P = 0, so dS = 0 there):
@@ -200,8 +200,8 @@ pub fn attention_backward(
                 // in the forward pass this was:
                 //   S = Q Kᵀ / √D
                 // so now we have:
-                general_mat_mul(scale, &dpreatt, &k_bh, 0.0, &mut dq_bh); // dQ = dS K / √D: [T_q, D]
-                general_mat_mul(scale, &dpreatt.t(), &q_bh, 0.0, &mut dk_bh); // dK = dSᵀ Q / √D: [T_kv, D]
+                gemm(scale, &dpreatt, &k_bh, 0.0, &mut dq_bh); // dQ = dS K / √D: [T_q, D]
+                gemm(scale, &dpreatt.t(), &q_bh, 0.0, &mut dk_bh); // dK = dSᵀ Q / √D: [T_kv, D]
             });
     }
     AttentionGrads { dq, dk, dv }

@@ -23,7 +23,7 @@
 //! a causal mask).
 //! Reference: Dao et al. 2022, "FlashAttention", Algorithm 1.
 
-use ndarray::linalg::general_mat_mul;
+use embedding::gemm;
 use ndarray::parallel::prelude::*;
 use ndarray::{Array2, Array4, ArrayRef4, ArrayView2, ArrayViewMut2, Axis, Zip, s};
 
@@ -126,7 +126,7 @@ fn query_block(
         let end = (start + tile_kv).min(last_key);
         let mut s_tile = scores.slice_mut(s![.., ..end - start]); // [bq, n]
         // S_tile = Q_blk K_tileᵀ / √D                     [bq, D] x [D, n] -> [bq, n]
-        general_mat_mul(
+        gemm(
             scale,
             &q_blk,
             &k.slice(s![start..end, ..]).t(),
@@ -154,7 +154,7 @@ fn query_block(
             max[r] = new_max;
         }
         // … + P̃_tile V_tile                               [bq, n] x [n, D] -> [bq, D]
-        general_mat_mul(
+        gemm(
             1.0,
             &s_tile,
             &v.slice(s![start..end, ..]),

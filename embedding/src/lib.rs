@@ -42,6 +42,7 @@
 //! ```
 
 pub mod embedding;
+pub mod gemm;
 pub mod init;
 pub mod layer;
 pub mod linear;
@@ -49,6 +50,7 @@ pub mod position;
 pub mod testing;
 
 pub use embedding::{Embedding, EmbeddingCache, EmbeddingConfig, TokenOutOfRange};
+pub use gemm::{gemm, matmul};
 pub use layer::{Layer, Params, prefixed};
 pub use linear::{Linear, LinearCache, LinearConfig};
 pub use position::{LearnedPositions, SinusoidalPositions, sinusoidal_table};

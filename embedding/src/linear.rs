@@ -7,7 +7,7 @@
 //! PyTorch checkpoint loads without transposes.
 //! Reference: <https://pytorch.org/docs/stable/generated/torch.nn.Linear.html>
 
-use ndarray::linalg::general_mat_mul;
+use crate::{gemm, matmul};
 use ndarray::{Array1, Array2, Array3, ArrayRef3, ArrayViewD, ArrayViewMutD, Axis};
 use rand::Rng;
 
@@ -138,7 +138,7 @@ impl Layer for Linear {
         );
         // a copy: the cache must own its rows, and a non-contiguous x needs one anyway
         let x = x.to_shape((batch * seq, c_in)).unwrap().into_owned(); // [B*T, C_in]
-        let mut out = x.dot(&self.weight.t()); // [B*T, C_in] x [C_in, C_out] -> [B*T, C_out]
+        let mut out = matmul(&x, &self.weight.t()); // [B*T, C_in] x [C_in, C_out] -> [B*T, C_out]
         if let Some(bias) = &self.bias {
             out += bias; // broadcast [C_out] over rows
         }
@@ -171,11 +171,11 @@ impl Layer for Linear {
         // in the forward pass this was:
         //   out = x Wᵀ + b
         // so now we have:
-        general_mat_mul(1.0, &dout.t(), &cache.x, 1.0, &mut grads.weight); // dW += doutᵀ x: [C_out, C_in]
+        gemm(1.0, &dout.t(), &cache.x, 1.0, &mut grads.weight); // dW += doutᵀ x: [C_out, C_in]
         if let Some(dbias) = &mut grads.bias {
             *dbias += &dout.sum_axis(Axis(0)); // db += Σ_rows dout: [C_out]
         }
-        let dx = dout.dot(&self.weight); // [B*T, C_out] x [C_out, C_in] -> [B*T, C_in]
+        let dx = matmul(&dout, &self.weight); // [B*T, C_out] x [C_out, C_in] -> [B*T, C_in]
         dx.into_shape_with_order((batch, seq, self.c_in())).unwrap() // contiguous by construction
     }
     // ANCHOR_END: backward

@@ -28,10 +28,8 @@ use embedding::{
     Embedding, EmbeddingCache, EmbeddingConfig, Layer, LearnedPositions, Linear, LinearCache,
     LinearConfig, Params, prefixed,
 };
-use ndarray::{
-    Array2, Array3, Array4, ArrayRef2, ArrayRef3, ArrayViewD, ArrayViewMutD, Axis,
-    linalg::general_mat_mul, s,
-};
+use embedding::{gemm, matmul};
+use ndarray::{Array2, Array3, Array4, ArrayRef2, ArrayRef3, ArrayViewD, ArrayViewMutD, Axis, s};
 use rand::Rng;
 
 use crate::config::{DecoderConfig, Head};
@@ -209,7 +207,7 @@ impl Decoder {
             None => {
                 let h = h.into_shape_with_order((batch * seq, width)).unwrap(); // [B*T, C], contiguous by construction
                 let wte = &self.token_embedding.weight; // [V, C]
-                let logits = h.dot(&wte.t()); // [B*T, C] x [C, V] -> [B*T, V]
+                let logits = matmul(&h, &wte.t()); // [B*T, C] x [C, V] -> [B*T, V]
                 let logits = logits
                     .into_shape_with_order((batch, seq, self.vocab()))
                     .unwrap(); // contiguous by construction
@@ -237,7 +235,7 @@ impl Decoder {
                 // in the forward pass this was:
                 //   logits = h Wteᵀ
                 // so now we have, added to what the embedding's own use contributes:
-                general_mat_mul(1.0, &dlogits.t(), h, 1.0, &mut grads.token_embedding.weight); // dWte += dlogitsᵀ h: [V, C]
+                gemm(1.0, &dlogits.t(), h, 1.0, &mut grads.token_embedding.weight); // dWte += dlogitsᵀ h: [V, C]
                 let dh = dlogits.dot(wte); // [B*T, V] x [V, C] -> [B*T, C]
                 dh.into_shape_with_order((batch, seq, self.width()))
                     .unwrap() // contiguous by construction

@@ -26,7 +26,7 @@
 //! Chellapilla, Puri & Simard 2006, "High Performance Convolutional Neural
 //! Networks for Document Processing" (the im2col idea).
 
-use ndarray::linalg::general_mat_mul;
+use embedding::{gemm, matmul};
 use ndarray::{
     Array1, Array2, Array3, Array4, ArrayRef2, ArrayRef3, ArrayRef4, ArrayViewD, ArrayViewMutD,
     Axis,
@@ -390,7 +390,7 @@ impl Conv2d {
                 .view_mut()
                 .into_shape_with_order((c_out, h_out * w_out))
                 .unwrap(); // [C_out, H_out·W_out], contiguous by construction
-            general_mat_mul(1.0, &weight, &cols, 0.0, &mut out_b); // out_b = W · cols
+            gemm(1.0, &weight, &cols, 0.0, &mut out_b); // out_b = W · cols
             if let Some(bias) = &self.bias {
                 out_b += &bias.view().insert_axis(Axis(1)); // [C_out, 1], broadcast over positions
             }
@@ -436,11 +436,11 @@ impl Conv2d {
             // in the forward pass this was:
             //   out_b = W · cols + bias
             // so now we have:
-            general_mat_mul(1.0, &dout_b, &cols.t(), 1.0, &mut dweight); // dW += dout_b · colsᵀ
+            gemm(1.0, &dout_b, &cols.t(), 1.0, &mut dweight); // dW += dout_b · colsᵀ
             if let Some(dbias) = &mut grads.bias {
                 *dbias += &dout_b.sum_axis(Axis(1)); // db += Σ_positions dout_b
             }
-            let dcols = weight.t().dot(&dout_b); // [K, C_out] · [C_out, H_out·W_out] = dcols
+            let dcols = matmul(&weight.t(), &dout_b); // [K, C_out] · [C_out, H_out·W_out] = dcols
             col2im(&dcols, &mut dx_b, (kh, kw), self.stride, self.padding);
         }
         dx

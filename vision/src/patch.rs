@@ -17,7 +17,7 @@
 //! `n = gy·(W/P) + gx`.
 //! Reference: Dosovitskiy et al. 2021, "An Image is Worth 16x16 Words", §3.1.
 
-use ndarray::linalg::general_mat_mul;
+use embedding::{gemm, matmul};
 use ndarray::{Array3, Array4, ArrayRef3, ArrayRef4, ArrayViewD, ArrayViewMutD, Axis, IxDyn};
 use rand::Rng;
 
@@ -255,7 +255,7 @@ impl PatchEmbed {
         let (_, n, k) = patches.dim();
         let patches = patches.into_shape_with_order((batch * n, k)).unwrap(); // [B·N, K], contiguous
         // the Linear: tokens = patches · Wᵀ + b
-        let mut tokens = patches.dot(&self.weight_matrix().t()); // [B·N, K] · [K, C] = [B·N, C]
+        let mut tokens = matmul(&patches, &self.weight_matrix().t()); // [B·N, K] · [K, C] = [B·N, C]
         if let Some(bias) = &self.proj.bias {
             tokens += bias; // broadcast [C] over rows
         }
@@ -300,11 +300,11 @@ impl PatchEmbed {
         // in the forward pass this was:
         //   tokens = patches · Wᵀ + b
         // so now we have:
-        general_mat_mul(1.0, &dout.t(), &cache.patches, 1.0, &mut dweight); // dW += doutᵀ · patches
+        gemm(1.0, &dout.t(), &cache.patches, 1.0, &mut dweight); // dW += doutᵀ · patches
         if let Some(dbias) = &mut grads.proj.bias {
             *dbias += &dout.sum_axis(Axis(0)); // db += Σ_rows dout
         }
-        let dpatches = dout.dot(&self.weight_matrix()); // [B·N, C] · [C, K] = [B·N, K]
+        let dpatches = matmul(&dout, &self.weight_matrix()); // [B·N, C] · [C, K] = [B·N, K]
         let dpatches = dpatches
             .into_shape_with_order((batch, n, c_in * p * p))
             .unwrap(); // [B, N, K]

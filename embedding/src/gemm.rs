@@ -1,0 +1,329 @@
+//! The matrix product every layer runs on: `C = α·A·B + β·C`.
+//!
+//! [`gemm`] has the meaning of ndarray's `general_mat_mul` and takes the same
+//! arguments (any strides: a transposed view costs nothing). On an x86-64 CPU
+//! with AVX-512 it runs the kernel of this file; elsewhere it calls ndarray,
+//! whose `matrixmultiply` backend has kernels for AVX2, SSE2 and NEON.
+//!
+//! ## Why a kernel of our own
+//! A layer of the tiny model multiplies a tall activation matrix (`B·T` rows,
+//! thousands) by a small weight matrix (64 to 256 on a side). `matrixmultiply`
+//! picks the widest kernel it has at run time, but its widest is AVX2: eight
+//! `f32` lanes per register. AVX-512 has sixteen lanes and thirty-two
+//! registers, so one instruction does twice the work, and twice as many
+//! partial sums can stay in registers.
+//!
+//! ## How it works (the classic Goto/BLIS structure, cut down)
+//! - `B` is copied once per block of `KC` rows into *panels* of [`NR`] = 32
+//!   columns, each panel `[KC, 32]` contiguous (zero-padded past `n`): the
+//!   kernel then reads `B` as two aligned-size vector loads per step of `k`.
+//! - `A` is copied per block of [`MR`] = 8 rows into a `[KC, 8]` panel, so the
+//!   kernel reads eight consecutive numbers per step of `k`, whatever `A`'s
+//!   strides were (a transposed `doutᵀ` as much as a row-major `x`).
+//! - The *micro-kernel* keeps an `8 × 32` block of `C` in sixteen 16-lane
+//!   registers and, for each `k`, broadcasts the eight numbers of `A` and adds
+//!   `a_i · b_row` into each row with a fused multiply-add: `8·32` products
+//!   from two loads of `B`.
+//! - The block of `C` is written back once per `KC` block: `α·acc + β·C` on the
+//!   first, `α·acc + C` after it.
+//!
+//! Every element of `C` is a sum over `k` in a fixed order that depends on
+//! neither the other rows nor the thread count, so results are reproducible
+//! bit for bit, and a row of a batch comes out the same as that row alone.
+
+use ndarray::linalg::general_mat_mul;
+use ndarray::{Array2, ArrayRef2, ArrayView2};
+
+/// Rows of `C` the micro-kernel computes at once.
+pub const MR: usize = 8;
+/// Columns of `C` the micro-kernel computes at once (two 16-lane registers).
+pub const NR: usize = 32;
+/// Depth of one block of `k`: an `A` panel (`KC·MR`) and a `B` panel
+/// (`KC·NR`) together stay in the L1 cache.
+const KC: usize = 256;
+
+// ANCHOR: gemm
+/// `C = α·A·B + β·C`, as ndarray's `general_mat_mul` (and the same result up
+/// to rounding). With `β = 0`, `C`'s old values are not read (a NaN there
+/// does not leak through).
+///
+/// # Shapes
+/// - `a: [M, K]`, `b: [K, N]`, `c: [M, N]`
+///
+/// # Panics
+/// If the shapes do not agree.
+#[track_caller]
+pub fn gemm(alpha: f32, a: &ArrayRef2<f32>, b: &ArrayRef2<f32>, beta: f32, c: &mut ArrayRef2<f32>) {
+    let ((m, k), (k2, n)) = (a.dim(), b.dim());
+    assert!(
+        k == k2 && c.dim() == (m, n),
+        "gemm: a is {:?}, b is {:?}, c is {:?}",
+        a.dim(),
+        b.dim(),
+        c.dim()
+    );
+    #[cfg(target_arch = "x86_64")]
+    if k > 0 && c.strides()[1] == 1 && avx512::available() {
+        let c_rs = c.strides()[0];
+        // SAFETY: the CPU has AVX-512F; c is [m, n] with unit column stride
+        unsafe { avx512::gemm(alpha, &a.view(), &b.view(), beta, c.as_mut_ptr(), c_rs) };
+        return;
+    }
+    general_mat_mul(alpha, a, b, beta, c);
+}
+// ANCHOR_END: gemm
+
+/// `A·B` into a new array, with [`gemm`].
+///
+/// # Shapes
+/// - `a: [M, K]`, `b: [K, N]` → `[M, N]`
+///
+/// # Panics
+/// If the inner dimensions differ.
+#[track_caller]
+pub fn matmul(a: &ArrayRef2<f32>, b: &ArrayRef2<f32>) -> Array2<f32> {
+    let ((m, k), (k2, n)) = (a.dim(), b.dim());
+    assert_eq!(k, k2, "matmul: a is {:?}, b is {:?}", a.dim(), b.dim());
+    #[cfg(target_arch = "x86_64")]
+    if k > 0 && avx512::available() {
+        // the kernel writes every element with β = 0 and reads none, so the
+        // output need not be zeroed first (on these sizes the zeroing costs
+        // as much as a tenth of the product)
+        let mut out = Vec::with_capacity(m * n);
+        // SAFETY: the CPU has AVX-512F; out has room for [m, n] row-major
+        unsafe {
+            avx512::gemm(1.0, &a.view(), &b.view(), 0.0, out.as_mut_ptr(), n as isize);
+            out.set_len(m * n); // every element written
+        }
+        return Array2::from_shape_vec((m, n), out).unwrap(); // m·n elements by construction
+    }
+    let mut c = Array2::zeros((m, n));
+    general_mat_mul(1.0, a, b, 0.0, &mut c);
+    c
+}
+
+/// Copies rows `k0..k0 + kc` of `b` into panels of [`NR`] columns:
+/// `packed[p][kk][j] = b[k0 + kk, p·NR + j]`, zeros past the last column.
+fn pack_b(b: &ArrayView2<f32>, k0: usize, kc: usize, packed: &mut Vec<f32>) {
+    let n = b.ncols();
+    let (rs, cs) = (b.strides()[0], b.strides()[1]);
+    packed.clear();
+    packed.reserve(n.div_ceil(NR) * kc * NR);
+    for j0 in (0..n).step_by(NR) {
+        let width = NR.min(n - j0);
+        for kk in k0..k0 + kc {
+            // SAFETY: row kk < K and columns j0..j0 + width ≤ n are inside b
+            let first = unsafe { b.as_ptr().offset(kk as isize * rs + j0 as isize * cs) };
+            if cs == 1 {
+                // SAFETY: as above; a row of b with unit stride is contiguous
+                packed.extend_from_slice(unsafe { std::slice::from_raw_parts(first, width) });
+            } else {
+                // SAFETY: as above
+                packed.extend((0..width).map(|j| unsafe { *first.offset(j as isize * cs) }));
+            }
+            packed.extend(std::iter::repeat_n(0.0, NR - width));
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{KC, MR, NR, pack_b};
+    use ndarray::ArrayView2;
+    use std::arch::x86_64::*;
+
+    /// Whether this CPU has AVX-512F (looked up once, then cached by std).
+    pub(super) fn available() -> bool {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+
+    /// [`super::gemm`] on a CPU with AVX-512F, for `k ≥ 1`, into `c`: element
+    /// `(i, j)` of the `[M, N]` result at `c + i·c_rs + j`. With `β = 0` the
+    /// old values are never read (`c` may be uninitialised).
+    ///
+    /// # Safety
+    /// `c` must point to such an `[M, N]` block.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn gemm(
+        alpha: f32,
+        a: &ArrayView2<f32>,
+        b: &ArrayView2<f32>,
+        beta: f32,
+        c: *mut f32,
+        c_rs: isize,
+    ) {
+        let ((m, k), n) = (a.dim(), b.ncols());
+        let (a_rs, a_cs) = (a.strides()[0], a.strides()[1]);
+        let mut packed_b = Vec::new();
+        for k0 in (0..k).step_by(KC) {
+            let kc = KC.min(k - k0);
+            pack_b(b, k0, kc, &mut packed_b);
+            // the first block of k scales the old C by β, the later ones add to it
+            let beta_here = if k0 == 0 { beta } else { 1.0 };
+            for i0 in (0..m).step_by(MR) {
+                let rows = MR.min(m - i0);
+                for (p, panel) in packed_b.chunks_exact(kc * NR).enumerate() {
+                    let j0 = p * NR;
+                    // SAFETY: rows i0..i0 + rows ≤ m and columns k0..k0 + kc ≤ k of a,
+                    // rows i0.. and columns j0..j0 + cols ≤ n of c (the caller's block)
+                    unsafe {
+                        let tile = Tile {
+                            a: a.as_ptr().offset(i0 as isize * a_rs + k0 as isize * a_cs),
+                            a_rs,
+                            a_cs,
+                            b: panel.as_ptr(),
+                            kc,
+                            c: c.offset(i0 as isize * c_rs + j0 as isize),
+                            c_rs,
+                            cols: NR.min(n - j0),
+                        };
+                        match rows {
+                            8 => kernel::<8>(&tile, alpha, beta_here),
+                            7 => kernel::<7>(&tile, alpha, beta_here),
+                            6 => kernel::<6>(&tile, alpha, beta_here),
+                            5 => kernel::<5>(&tile, alpha, beta_here),
+                            4 => kernel::<4>(&tile, alpha, beta_here),
+                            3 => kernel::<3>(&tile, alpha, beta_here),
+                            2 => kernel::<2>(&tile, alpha, beta_here),
+                            _ => kernel::<1>(&tile, alpha, beta_here),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// One call of the micro-kernel: where its `A` rows, `B` panel and `C` block are.
+    struct Tile {
+        a: *const f32, // A[i0, k0]; element (i, kk) at a + i·a_rs + kk·a_cs
+        a_rs: isize,
+        a_cs: isize,
+        b: *const f32, // a [kc, NR] panel
+        kc: usize,
+        c: *mut f32, // C[i0, j0]; element (i, j) at c + i·c_rs + j
+        c_rs: isize,
+        cols: usize, // valid columns of the block, ≤ NR
+    }
+
+    // ANCHOR: kernel
+    /// `C[i, j] = α·Σ_kk A[i, kk]·B[kk, j] + β·C[i, j]` for a `ROWS × 32` block:
+    /// `ROWS·2` registers of 16 sums stay in place while `kk` runs.
+    ///
+    /// # Safety
+    /// The tile's pointers must cover `ROWS` rows of `A` and `C` as described
+    /// in [`Tile`], and `kc·NR` numbers of `B`.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn kernel<const ROWS: usize>(t: &Tile, alpha: f32, beta: f32) {
+        let mut acc = [[_mm512_setzero_ps(); 2]; ROWS];
+        for kk in 0..t.kc {
+            unsafe {
+                let b_row = t.b.add(kk * NR);
+                let (b0, b1) = (_mm512_loadu_ps(b_row), _mm512_loadu_ps(b_row.add(16)));
+                let a_col = t.a.offset(kk as isize * t.a_cs);
+                for (i, acc) in acc.iter_mut().enumerate() {
+                    let ai = _mm512_set1_ps(*a_col.offset(i as isize * t.a_rs));
+                    acc[0] = _mm512_fmadd_ps(ai, b0, acc[0]);
+                    acc[1] = _mm512_fmadd_ps(ai, b1, acc[1]);
+                }
+            }
+        }
+        // write back with lane masks, so a block past the last column is not touched
+        let lanes = |from: usize| -> __mmask16 {
+            let valid = t.cols.saturating_sub(from).min(16);
+            ((1u32 << valid) - 1) as __mmask16
+        };
+        let (mask0, mask1) = (lanes(0), lanes(16));
+        let read_old = beta != 0.0;
+        let (alpha, beta) = (_mm512_set1_ps(alpha), _mm512_set1_ps(beta));
+        for (i, acc) in acc.iter().enumerate() {
+            for (half, mask) in [(0, mask0), (1, mask1)] {
+                if mask == 0 {
+                    continue;
+                }
+                unsafe {
+                    let c = t.c.offset(i as isize * t.c_rs).add(16 * half);
+                    let mut out = _mm512_mul_ps(alpha, acc[half]);
+                    if read_old {
+                        let old = _mm512_maskz_loadu_ps(mask, c);
+                        out = _mm512_fmadd_ps(beta, old, out);
+                    }
+                    _mm512_mask_storeu_ps(c, mask, out);
+                }
+            }
+        }
+    }
+    // ANCHOR_END: kernel
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::init;
+    use ndarray::{Array2, s};
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    /// `α·A·B + β·C` in f64, the plain triple loop.
+    fn reference(
+        alpha: f32,
+        a: &Array2<f32>,
+        b: &ArrayView2<f32>,
+        beta: f32,
+        c: &Array2<f32>,
+    ) -> Array2<f32> {
+        Array2::from_shape_fn(c.dim(), |(i, j)| {
+            let dot: f64 = (0..a.ncols())
+                .map(|k| a[[i, k]] as f64 * b[[k, j]] as f64)
+                .sum();
+            (alpha as f64 * dot + beta as f64 * c[[i, j]] as f64) as f32
+        })
+    }
+
+    #[test]
+    fn agrees_with_the_triple_loop_on_ragged_shapes_and_strides() {
+        let mut rng = StdRng::seed_from_u64(0);
+        for &(m, k, n) in &[
+            (1, 1, 1),
+            (7, 5, 3),
+            (9, 33, 31),
+            (17, 300, 65),
+            (64, 64, 192),
+            (3, 600, 40),
+        ] {
+            let a: Array2<f32> = init::normal((m, k), 1.0, &mut rng);
+            let b_t: Array2<f32> = init::normal((n, k), 1.0, &mut rng); // b = b_tᵀ, a strided view
+            let c0: Array2<f32> = init::normal((m, n), 1.0, &mut rng);
+            for (alpha, beta) in [(1.0, 0.0), (0.5, 1.0), (2.0, -0.5)] {
+                let want = reference(alpha, &a, &b_t.t(), beta, &c0);
+                let mut got = c0.clone();
+                gemm(alpha, &a, &b_t.t(), beta, &mut got);
+                crate::testing::assert_allclose(&format!("{m}x{k}x{n}"), &got, &want, 1e-5, 1e-4);
+                // a transposed A too
+                let a_t = a.t().to_owned();
+                let mut got = c0.clone();
+                gemm(alpha, &a_t.t(), &b_t.t(), beta, &mut got);
+                crate::testing::assert_allclose(
+                    &format!("{m}x{k}x{n} Aᵀ"),
+                    &got,
+                    &want,
+                    1e-5,
+                    1e-4,
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn beta_zero_ignores_nan_in_c_and_rows_do_not_depend_on_the_batch() {
+        let mut rng = StdRng::seed_from_u64(1);
+        let a: Array2<f32> = init::normal((37, 70), 1.0, &mut rng);
+        let b: Array2<f32> = init::normal((70, 50), 1.0, &mut rng);
+        let mut c = Array2::from_elem((37, 50), f32::NAN);
+        gemm(1.0, &a, &b, 0.0, &mut c);
+        assert!(c.iter().all(|x| x.is_finite()));
+        for rows in [0..1, 5..13, 30..37] {
+            let part = matmul(&a.slice(s![rows.clone(), ..]), &b);
+            assert_eq!(part, c.slice(s![rows, ..]));
+        }
+    }
+}
