@@ -34,6 +34,7 @@ const SCHEDULE: Schedule = Schedule {
 };
 
 fn step_benches(c: &mut Criterion) {
+    train::memory::keep_freed_memory(); // as the train program does
     let batch_size = if smoke_test() { 2 } else { 64 };
     for (tower, image) in [
         ("vit", ImageConfig::tiny_vit()),

@@ -41,6 +41,7 @@ fn cpu_seconds() -> f64 {
 }
 
 fn main() {
+    train::memory::keep_freed_memory(); // as the train program does
     let args: Vec<String> = std::env::args().collect();
     let value = |flag: &str| {
         args.iter()

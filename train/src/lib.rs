@@ -70,6 +70,7 @@ pub mod data;
 pub mod eval;
 pub mod failures;
 pub mod loss;
+pub mod memory;
 pub mod plot;
 pub mod run;
 pub mod schedule;

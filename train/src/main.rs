@@ -190,6 +190,7 @@ fn train(args: &TrainArgs) -> Result<(), RunError> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    train::memory::keep_freed_memory(); // a step's arrays are reused, not returned to the OS
     // own data (`use`): train --data DIR, eval RUN --data DIR, and the `use` commands
     match (&cli.command, &cli.train.data) {
         (Some(Command::Use(command)), _) => return train::commands::run_command(command),
