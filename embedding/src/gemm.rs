@@ -14,32 +14,35 @@
 //! partial sums can stay in registers.
 //!
 //! ## How it works (the classic Goto/BLIS structure, cut down)
-//! - `B` is copied once per block of `KC` rows into *panels* of [`NR`] = 32
-//!   columns, each panel `[KC, 32]` contiguous (zero-padded past `n`): the
-//!   kernel then reads `B` as two aligned-size vector loads per step of `k`.
-//! - `A` is copied per block of [`MR`] = 8 rows into a `[KC, 8]` panel, so the
-//!   kernel reads eight consecutive numbers per step of `k`, whatever `A`'s
-//!   strides were (a transposed `doutᵀ` as much as a row-major `x`).
-//! - The *micro-kernel* keeps an `8 × 32` block of `C` in sixteen 16-lane
-//!   registers and, for each `k`, broadcasts the eight numbers of `A` and adds
-//!   `a_i · b_row` into each row with a fused multiply-add: `8·32` products
+//! - The kernel reads 32 consecutive numbers of a row of `B` per step of `k`
+//!   (two vector loads). A row-major `B` is read where it is; a `B` whose
+//!   rows are not contiguous (the transposed weight `Wᵀ` of `x Wᵀ`) is first
+//!   copied, one block of `KC` rows at a time, into *panels* of [`NR`] = 32
+//!   columns.
+//! - `A` is read where it is, [`MR`] = 12 numbers (one per row) per step of `k`,
+//!   whatever its strides (a transposed `doutᵀ` as much as a row-major `x`):
+//!   each is broadcast to all 16 lanes of a register.
+//! - The *micro-kernel* keeps a `12 × 32` block of `C` in twenty-four 16-lane
+//!   registers and, for each `k`, broadcasts the twelve numbers of `A` and adds
+//!   `a_i · b_row` into each row with a fused multiply-add: `12·32` products
 //!   from two loads of `B`.
 //! - The block of `C` is written back once per `KC` block: `α·acc + β·C` on the
 //!   first, `α·acc + C` after it.
 //!
-//! Every element of `C` is a sum over `k` in a fixed order that depends on
-//! neither the other rows nor the thread count, so results are reproducible
-//! bit for bit, and a row of a batch comes out the same as that row alone.
+//! With this kernel every element of `C` is a sum over `k` in a fixed order
+//! that depends on neither the other rows nor the thread count, so results
+//! are reproducible bit for bit, and a row of a batch comes out the same as
+//! that row alone.
 
 use ndarray::linalg::general_mat_mul;
 use ndarray::{Array2, ArrayRef2, ArrayView2};
 
 /// Rows of `C` the micro-kernel computes at once.
-pub const MR: usize = 8;
+pub const MR: usize = 12;
 /// Columns of `C` the micro-kernel computes at once (two 16-lane registers).
 pub const NR: usize = 32;
-/// Depth of one block of `k`: an `A` panel (`KC·MR`) and a `B` panel
-/// (`KC·NR`) together stay in the L1 cache.
+/// Depth of one block of `k`: a `B` panel of `KC` rows (32 KiB) and the
+/// `KC·MR` numbers of `A` the kernel reads with it fit the L1 cache together.
 const KC: usize = 256;
 
 // ANCHOR: gemm
@@ -154,38 +157,54 @@ mod avx512 {
     ) {
         let ((m, k), n) = (a.dim(), b.ncols());
         let (a_rs, a_cs) = (a.strides()[0], a.strides()[1]);
+        // B's rows are read in place when they are contiguous, else packed
+        let (b_rs, b_cs) = (b.strides()[0], b.strides()[1]);
+        let in_place = b_cs == 1;
         let mut packed_b = Vec::new();
         for k0 in (0..k).step_by(KC) {
             let kc = KC.min(k - k0);
-            pack_b(b, k0, kc, &mut packed_b);
+            if !in_place {
+                pack_b(b, k0, kc, &mut packed_b);
+            }
             // the first block of k scales the old C by β, the later ones add to it
             let beta_here = if k0 == 0 { beta } else { 1.0 };
             for i0 in (0..m).step_by(MR) {
                 let rows = MR.min(m - i0);
-                for (p, panel) in packed_b.chunks_exact(kc * NR).enumerate() {
-                    let j0 = p * NR;
+                for j0 in (0..n).step_by(NR) {
                     // SAFETY: rows i0..i0 + rows ≤ m and columns k0..k0 + kc ≤ k of a,
-                    // rows i0.. and columns j0..j0 + cols ≤ n of c (the caller's block)
+                    // rows k0..k0 + kc and columns j0..j0 + cols ≤ n of b (or its
+                    // packed copy), rows i0.. and columns j0..j0 + cols of c (the
+                    // caller's block)
                     unsafe {
+                        let (b_ptr, b_row_stride) = if in_place {
+                            (b.as_ptr().offset(k0 as isize * b_rs + j0 as isize), b_rs)
+                        } else {
+                            (packed_b.as_ptr().add((j0 / NR) * kc * NR), NR as isize)
+                        };
                         let tile = Tile {
                             a: a.as_ptr().offset(i0 as isize * a_rs + k0 as isize * a_cs),
                             a_rs,
                             a_cs,
-                            b: panel.as_ptr(),
+                            b: b_ptr,
+                            b_rs: b_row_stride,
                             kc,
                             c: c.offset(i0 as isize * c_rs + j0 as isize),
                             c_rs,
                             cols: NR.min(n - j0),
                         };
                         match rows {
-                            8 => kernel::<8>(&tile, alpha, beta_here),
-                            7 => kernel::<7>(&tile, alpha, beta_here),
-                            6 => kernel::<6>(&tile, alpha, beta_here),
-                            5 => kernel::<5>(&tile, alpha, beta_here),
-                            4 => kernel::<4>(&tile, alpha, beta_here),
-                            3 => kernel::<3>(&tile, alpha, beta_here),
-                            2 => kernel::<2>(&tile, alpha, beta_here),
-                            _ => kernel::<1>(&tile, alpha, beta_here),
+                            12 => block::<12>(&tile, alpha, beta_here),
+                            11 => block::<11>(&tile, alpha, beta_here),
+                            10 => block::<10>(&tile, alpha, beta_here),
+                            9 => block::<9>(&tile, alpha, beta_here),
+                            8 => block::<8>(&tile, alpha, beta_here),
+                            7 => block::<7>(&tile, alpha, beta_here),
+                            6 => block::<6>(&tile, alpha, beta_here),
+                            5 => block::<5>(&tile, alpha, beta_here),
+                            4 => block::<4>(&tile, alpha, beta_here),
+                            3 => block::<3>(&tile, alpha, beta_here),
+                            2 => block::<2>(&tile, alpha, beta_here),
+                            _ => block::<1>(&tile, alpha, beta_here),
                         }
                     }
                 }
@@ -198,27 +217,57 @@ mod avx512 {
         a: *const f32, // A[i0, k0]; element (i, kk) at a + i·a_rs + kk·a_cs
         a_rs: isize,
         a_cs: isize,
-        b: *const f32, // a [kc, NR] panel
+        b: *const f32, // B[k0, j0]; row kk at b + kk·b_rs, `cols` numbers used
+        b_rs: isize,
         kc: usize,
         c: *mut f32, // C[i0, j0]; element (i, j) at c + i·c_rs + j
         c_rs: isize,
         cols: usize, // valid columns of the block, ≤ NR
     }
 
-    // ANCHOR: kernel
-    /// `C[i, j] = α·Σ_kk A[i, kk]·B[kk, j] + β·C[i, j]` for a `ROWS × 32` block:
-    /// `ROWS·2` registers of 16 sums stay in place while `kk` runs.
+    /// [`kernel`] for a block of 32 columns (plain loads of `B`) or fewer
+    /// (masked loads).
     ///
     /// # Safety
-    /// The tile's pointers must cover `ROWS` rows of `A` and `C` as described
-    /// in [`Tile`], and `kc·NR` numbers of `B`.
+    /// As [`kernel`].
     #[target_feature(enable = "avx512f")]
-    unsafe fn kernel<const ROWS: usize>(t: &Tile, alpha: f32, beta: f32) {
+    unsafe fn block<const ROWS: usize>(t: &Tile, alpha: f32, beta: f32) {
+        // SAFETY: the caller's
+        unsafe {
+            if t.cols == NR {
+                kernel::<ROWS, true>(t, alpha, beta)
+            } else {
+                kernel::<ROWS, false>(t, alpha, beta)
+            }
+        }
+    }
+
+    // ANCHOR: kernel
+    /// `C[i, j] = α·Σ_kk A[i, kk]·B[kk, j] + β·C[i, j]` for a `ROWS × 32` block
+    /// (`FULL`) or a narrower one: `ROWS·2` registers of 16 sums stay in place
+    /// while `kk` runs.
+    ///
+    /// # Safety
+    /// The tile's pointers must cover `ROWS` rows of `A` and `C` and `kc` rows
+    /// of `B`, each as described in [`Tile`].
+    #[target_feature(enable = "avx512f")]
+    unsafe fn kernel<const ROWS: usize, const FULL: bool>(t: &Tile, alpha: f32, beta: f32) {
+        // lane masks: a block past the last column neither reads B nor writes C
+        let lanes = |from: usize| -> __mmask16 {
+            let valid = t.cols.saturating_sub(from).min(16);
+            ((1u32 << valid) - 1) as __mmask16
+        };
+        let (mask0, mask1) = (lanes(0), lanes(16));
         let mut acc = [[_mm512_setzero_ps(); 2]; ROWS];
         for kk in 0..t.kc {
             unsafe {
-                let b_row = t.b.add(kk * NR);
-                let (b0, b1) = (_mm512_loadu_ps(b_row), _mm512_loadu_ps(b_row.add(16)));
+                let b_row = t.b.offset(kk as isize * t.b_rs);
+                let (b0, b1) = if FULL {
+                    (_mm512_loadu_ps(b_row), _mm512_loadu_ps(b_row.add(16)))
+                } else {
+                    let b0 = _mm512_maskz_loadu_ps(mask0, b_row);
+                    (b0, _mm512_maskz_loadu_ps(mask1, b_row.add(16)))
+                };
                 let a_col = t.a.offset(kk as isize * t.a_cs);
                 for (i, acc) in acc.iter_mut().enumerate() {
                     let ai = _mm512_set1_ps(*a_col.offset(i as isize * t.a_rs));
@@ -227,12 +276,6 @@ mod avx512 {
                 }
             }
         }
-        // write back with lane masks, so a block past the last column is not touched
-        let lanes = |from: usize| -> __mmask16 {
-            let valid = t.cols.saturating_sub(from).min(16);
-            ((1u32 << valid) - 1) as __mmask16
-        };
-        let (mask0, mask1) = (lanes(0), lanes(16));
         let read_old = beta != 0.0;
         let (alpha, beta) = (_mm512_set1_ps(alpha), _mm512_set1_ps(beta));
         for (i, acc) in acc.iter().enumerate() {
@@ -291,24 +334,20 @@ mod tests {
             (3, 600, 40),
         ] {
             let a: Array2<f32> = init::normal((m, k), 1.0, &mut rng);
-            let b_t: Array2<f32> = init::normal((n, k), 1.0, &mut rng); // b = b_tᵀ, a strided view
+            let b_t: Array2<f32> = init::normal((n, k), 1.0, &mut rng); // read as b_tᵀ: packed
+            let b = b_t.t().to_owned(); // row-major: read in place
             let c0: Array2<f32> = init::normal((m, n), 1.0, &mut rng);
             for (alpha, beta) in [(1.0, 0.0), (0.5, 1.0), (2.0, -0.5)] {
-                let want = reference(alpha, &a, &b_t.t(), beta, &c0);
-                let mut got = c0.clone();
-                gemm(alpha, &a, &b_t.t(), beta, &mut got);
-                crate::testing::assert_allclose(&format!("{m}x{k}x{n}"), &got, &want, 1e-5, 1e-4);
-                // a transposed A too
+                let want = reference(alpha, &a, &b.view(), beta, &c0);
                 let a_t = a.t().to_owned();
-                let mut got = c0.clone();
-                gemm(alpha, &a_t.t(), &b_t.t(), beta, &mut got);
-                crate::testing::assert_allclose(
-                    &format!("{m}x{k}x{n} Aᵀ"),
-                    &got,
-                    &want,
-                    1e-5,
-                    1e-4,
-                );
+                for (name, a) in [("A", a.view()), ("Aᵀ", a_t.t())] {
+                    for (bname, b) in [("B", b.view()), ("Bᵀ", b_t.t())] {
+                        let mut got = c0.clone();
+                        gemm(alpha, &a, &b, beta, &mut got);
+                        let label = format!("{m}x{k}x{n} {name} {bname} α {alpha} β {beta}");
+                        crate::testing::assert_allclose(&label, &got, &want, 1e-5, 1e-4);
+                    }
+                }
             }
         }
     }
