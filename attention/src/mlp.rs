@@ -15,6 +15,7 @@
 use embedding::{Layer, Linear, LinearCache, LinearConfig, Params, prefixed};
 use ndarray::{Array3, ArrayRef3, ArrayViewD, ArrayViewMutD};
 use rand::Rng;
+use std::mem::MaybeUninit;
 
 // ANCHOR: erf
 /// The error function `erf(x) = 2/√π ∫₀ˣ exp(−t²) dt` (Abramowitz & Stegun
@@ -132,6 +133,50 @@ pub struct GeluCache {
     x: Array3<f32>, // [B, T, C]
 }
 
+/// `f` of every element of `xs`, in a loop the compiler vectorises as wide
+/// as the CPU allows (see [`embedding::simd`]).
+#[inline(always)]
+fn map_widest<F: Fn(f32) -> f32>(xs: &[f32], f: F) -> Vec<f32> {
+    zip_map_widest(xs, xs, |x, _| f(x))
+}
+
+/// `f(a, b)` of every pair of elements, as [`map_widest`].
+#[inline(always)]
+fn zip_map_widest<F: Fn(f32, f32) -> f32>(a: &[f32], b: &[f32], f: F) -> Vec<f32> {
+    #[inline(always)]
+    fn run<F: Fn(f32, f32) -> f32>(out: &mut [MaybeUninit<f32>], a: &[f32], b: &[f32], f: &F) {
+        for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
+            o.write(f(a, b));
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    fn run_avx512<F: Fn(f32, f32) -> f32>(
+        out: &mut [MaybeUninit<f32>],
+        a: &[f32],
+        b: &[f32],
+        f: &F,
+    ) {
+        run(out, a, b, f);
+    }
+
+    let n = a.len().min(b.len());
+    let mut out = Vec::with_capacity(n);
+    let spare = &mut out.spare_capacity_mut()[..n];
+    #[cfg(target_arch = "x86_64")]
+    if embedding::simd::has_avx512() {
+        // SAFETY: the CPU has AVX-512F
+        unsafe { run_avx512(spare, a, b, &f) };
+    } else {
+        run(spare, a, b, &f);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    run(spare, a, b, &f);
+    // SAFETY: the loop wrote all n elements (the shorter of a and b)
+    unsafe { out.set_len(n) };
+    out
+}
+
 /// GELU of every element.
 ///
 /// # Shapes
@@ -141,12 +186,7 @@ pub fn gelu_forward(x: &ArrayRef3<f32>) -> Array3<f32> {
     // already runs slices of the batch on separate threads, so threads here
     // would only add overhead
     let x = x.as_standard_layout(); // a view when already row-major
-    let out = x
-        .as_slice()
-        .unwrap()
-        .iter()
-        .map(|&x| gelu_fast(x))
-        .collect();
+    let out = map_widest(x.as_slice().unwrap(), gelu_fast);
     Array3::from_shape_vec(x.dim(), out).unwrap()
 }
 
@@ -170,8 +210,8 @@ pub fn gelu_backward(dout: &ArrayRef3<f32>, x: &ArrayRef3<f32>) -> Array3<f32> {
     //   out = gelu(x)
     // so now we have:
     let (dout, x) = (dout.as_standard_layout(), x.as_standard_layout());
-    let dx = dout.as_slice().unwrap().iter().zip(x.as_slice().unwrap());
-    let dx = dx.map(|(&d, &x)| d * gelu_grad_fast(x)).collect();
+    let (ds, xs) = (dout.as_slice().unwrap(), x.as_slice().unwrap());
+    let dx = zip_map_widest(ds, xs, |d, x| d * gelu_grad_fast(x));
     Array3::from_shape_vec(x.dim(), dx).unwrap()
 }
 

@@ -47,6 +47,7 @@ pub mod init;
 pub mod layer;
 pub mod linear;
 pub mod position;
+pub mod simd;
 pub mod testing;
 
 pub use embedding::{Embedding, EmbeddingCache, EmbeddingConfig, TokenOutOfRange};
