@@ -6,7 +6,7 @@
 //! so one reshape and a transpose give all three. These are layout moves
 //! only: their backward passes are the opposite moves.
 
-use ndarray::{Array3, Array4, Array5, ArrayRef3, ArrayRef4, Axis};
+use ndarray::{Array3, Array4, ArrayRef3, ArrayRef4};
 
 /// Cuts `x: [B, T, P·C]` into `P` tensors `[B, H, T, D]` (`P = 3` for a fused QKV).
 ///
@@ -21,13 +21,23 @@ pub fn split_heads(x: &ArrayRef3<f32>, parts: usize, n_head: usize) -> Vec<Array
         x.dim()
     );
     let head_dim = width / (parts * n_head);
-    let x = x.to_shape((batch, seq, parts, n_head, head_dim)).unwrap(); // [B, T, P, H, D], row-major reshape
+    // x[b, t, (p·H + h)·D + d] → part p [b, h, t, d]: D numbers at a time,
+    // contiguous on both sides (a direct loop; a permuted-axes copy visits
+    // the numbers one by one)
+    let x = x.as_standard_layout(); // a view when already row-major
+    let x = x.as_slice().unwrap();
     (0..parts)
         .map(|p| {
-            x.index_axis(Axis(2), p) // [B, T, H, D]
-                .permuted_axes([0, 2, 1, 3]) // [B, H, T, D]
-                .as_standard_layout()
-                .into_owned()
+            let mut out = Vec::with_capacity(batch * n_head * seq * head_dim);
+            for b in 0..batch {
+                for h in 0..n_head {
+                    for t in 0..seq {
+                        let from = (b * seq + t) * width + (p * n_head + h) * head_dim;
+                        out.extend_from_slice(&x[from..from + head_dim]);
+                    }
+                }
+            }
+            Array4::from_shape_vec((batch, n_head, seq, head_dim), out).unwrap() // B·H·T·D numbers
         })
         .collect()
 }
@@ -40,7 +50,6 @@ pub fn split_heads(x: &ArrayRef3<f32>, parts: usize, n_head: usize) -> Vec<Array
 #[track_caller]
 pub fn merge_heads(parts: &[&ArrayRef4<f32>]) -> Array3<f32> {
     let (batch, n_head, seq, head_dim) = parts.first().expect("merge heads: no parts").dim();
-    let mut out = Array5::<f32>::zeros((batch, seq, parts.len(), n_head, head_dim));
     for (p, part) in parts.iter().enumerate() {
         assert_eq!(
             part.dim(),
@@ -49,11 +58,23 @@ pub fn merge_heads(parts: &[&ArrayRef4<f32>]) -> Array3<f32> {
             part.dim(),
             (batch, n_head, seq, head_dim)
         );
-        out.index_axis_mut(Axis(2), p)
-            .assign(&part.view().permuted_axes([0, 2, 1, 3])); // [B, T, H, D]
     }
+    let parts: Vec<_> = parts.iter().map(|part| part.as_standard_layout()).collect();
+    let parts: Vec<&[f32]> = parts.iter().map(|part| part.as_slice().unwrap()).collect();
+    // part p [b, h, t, d] → out[b, t, (p·H + h)·D + d], D numbers at a time
     let width = parts.len() * n_head * head_dim;
-    out.into_shape_with_order((batch, seq, width)).unwrap() // contiguous by construction
+    let mut out = Vec::with_capacity(batch * seq * width);
+    for b in 0..batch {
+        for t in 0..seq {
+            for part in &parts {
+                for h in 0..n_head {
+                    let from = ((b * n_head + h) * seq + t) * head_dim;
+                    out.extend_from_slice(&part[from..from + head_dim]);
+                }
+            }
+        }
+    }
+    Array3::from_shape_vec((batch, seq, width), out).unwrap() // B·T·P·C numbers
 }
 
 #[cfg(test)]

@@ -101,8 +101,9 @@ impl ImageEncoder {
     /// Adds the parameter gradients into `grads`, from the gradients of both
     /// outputs (zeros for one the loss does not use).
     ///
-    /// The towers also return the gradient of the pixels; the model has no
-    /// use for it and drops it.
+    /// The pixels are data, not parameters: nothing reads their gradient, so
+    /// the towers' `backward_params` skip computing it (as PyTorch does for
+    /// an input that does not require a gradient).
     ///
     /// # Shapes
     /// - `dtokens: [B, N_img, C_img]`, `dpooled: [B, C_img]`
@@ -120,10 +121,10 @@ impl ImageEncoder {
     ) {
         match (self, cache, grads) {
             (ImageEncoder::Vit(vit), ImageEncoderCache::Vit(cache), ImageEncoder::Vit(grads)) => {
-                vit.backward(dtokens, dpooled, cache, grads);
+                vit.backward_params(dtokens, dpooled, cache, grads);
             }
             (ImageEncoder::Cnn(cnn), ImageEncoderCache::Cnn(cache), ImageEncoder::Cnn(grads)) => {
-                cnn.backward(dtokens, dpooled, cache, grads);
+                cnn.backward_params(dtokens, dpooled, cache, grads);
             }
             _ => panic!("image encoder backward: the cache or the grads are from another tower"),
         }

@@ -127,6 +127,19 @@ impl ConvBlock {
         let dh = Relu.backward_in_place(dh, &cache.relu); // over dh's own buffer
         self.conv.backward(&dh, &cache.conv, &mut grads.conv)
     }
+
+    /// [`ConvBlock::backward`] for the parameters only, for the first block
+    /// of a tower (see [`Conv2d::backward_params`]).
+    pub fn backward_params(
+        &self,
+        dout: &ArrayRef4<f32>,
+        cache: &ConvBlockCache,
+        grads: &mut ConvBlock,
+    ) {
+        let dh = self.pool.backward(dout, &cache.pool);
+        let dh = Relu.backward_in_place(dh, &cache.relu);
+        self.conv.backward_params(&dh, &cache.conv, &mut grads.conv);
+    }
 }
 // ANCHOR_END: conv_block
 
@@ -236,6 +249,32 @@ impl CnnEncoder {
         dx
     }
     // ANCHOR_END: cnn_backward
+
+    /// [`CnnEncoder::backward`] without the gradient of the pixels, which a
+    /// model trained on fixed images never reads: the first block computes
+    /// its parameters' gradients only.
+    ///
+    /// # Panics
+    /// As [`CnnEncoder::backward`].
+    #[track_caller]
+    pub fn backward_params(
+        &self,
+        dgrid: &ArrayRef3<f32>,
+        dpooled: &ArrayRef2<f32>,
+        cache: &CnnCache,
+        grads: &mut CnnEncoder,
+    ) {
+        let mut dx = tokens_to_map(dgrid, cache.map);
+        dx += &GlobalAvgPool.backward(dpooled, &cache.pool);
+        let mut layers = self.blocks.iter().zip(&cache.blocks).zip(&mut grads.blocks);
+        let first = layers.next();
+        for ((block, block_cache), block_grads) in layers.rev() {
+            dx = block.backward(&dx, block_cache, block_grads);
+        }
+        if let Some(((block, block_cache), block_grads)) = first {
+            block.backward_params(&dx, block_cache, block_grads);
+        }
+    }
 }
 
 impl Params for ConvBlock {
@@ -308,6 +347,26 @@ mod tests {
             &out.grid.mean_axis(Axis(1)).unwrap(),
             1e-6,
             1e-6,
+        );
+    }
+
+    #[test]
+    fn backward_params_gives_the_same_parameter_gradients() {
+        let cnn = tiny(5);
+        let images: Array4<f32> = init::normal((2, 2, 8, 8), 1.0, &mut StdRng::seed_from_u64(6));
+        let (out, cache) = cnn.forward(&images);
+        let mut rng = StdRng::seed_from_u64(7);
+        let dgrid: Array3<f32> = init::normal(out.grid.dim(), 1.0, &mut rng);
+        let dpooled: Array2<f32> = init::normal(out.pooled.dim(), 1.0, &mut rng);
+        let (mut full, mut params) = (cnn.zeros_like(), cnn.zeros_like());
+        cnn.backward(&dgrid, &dpooled, &cache, &mut full);
+        cnn.backward_params(&dgrid, &dpooled, &cache, &mut params);
+        assert_eq!(params, full);
+        assert!(
+            params
+                .params()
+                .iter()
+                .all(|(_, g)| g.iter().any(|&v| v != 0.0))
         );
     }
 

@@ -399,7 +399,6 @@ impl Conv2d {
     }
     // ANCHOR_END: forward_im2col
 
-    // ANCHOR: backward_im2col
     /// The backward pass of [`Conv2d::forward`]: two matrix products and a col2im.
     ///
     /// # Shapes
@@ -414,6 +413,33 @@ impl Conv2d {
         cache: &Conv2dCache,
         grads: &mut Conv2d,
     ) -> Array4<f32> {
+        let mut dx = Array4::zeros(cache.x.dim());
+        self.backward_into(dout, cache, grads, Some(&mut dx));
+        dx
+    }
+
+    /// [`Conv2d::backward`] for the parameters only: the first layer of an
+    /// image tower has pixels below it, whose gradient nobody reads, so it
+    /// skips the product and the col2im that would compute it.
+    ///
+    /// # Panics
+    /// As [`Conv2d::backward`].
+    #[track_caller]
+    pub fn backward_params(&self, dout: &ArrayRef4<f32>, cache: &Conv2dCache, grads: &mut Conv2d) {
+        self.backward_into(dout, cache, grads, None);
+    }
+
+    // ANCHOR: backward_im2col
+    /// Adds the parameter gradients into `grads` and, if `dx` is given (zeros
+    /// shaped like the input), the input's gradient into `dx`.
+    #[track_caller]
+    fn backward_into(
+        &self,
+        dout: &ArrayRef4<f32>,
+        cache: &Conv2dCache,
+        grads: &mut Conv2d,
+        mut dx: Option<&mut Array4<f32>>,
+    ) {
         let (h_out, w_out) = self.check_dout("conv2d backward", dout, cache);
         let c_out = self.c_out();
         let weight = self.weight_matrix(); // [C_out, K]
@@ -423,13 +449,7 @@ impl Conv2d {
             .view_mut()
             .into_shape_with_order((c_out, c_in * kh * kw))
             .expect("conv2d backward: grads.weight must be in standard layout"); // [C_out, K]
-        let mut dx = Array4::zeros(cache.x.dim());
-        for ((x_b, dout_b), mut dx_b) in cache
-            .x
-            .outer_iter()
-            .zip(dout.outer_iter())
-            .zip(dx.outer_iter_mut())
-        {
+        for (b, (x_b, dout_b)) in cache.x.outer_iter().zip(dout.outer_iter()).enumerate() {
             // recomputed rather than cached: see Conv2dCache
             let cols = im2col(&x_b, (kh, kw), self.stride, self.padding); // [K, H_out·W_out]
             let dout_b = dout_b.to_shape((c_out, h_out * w_out)).unwrap(); // [C_out, H_out·W_out], a view when contiguous
@@ -440,10 +460,17 @@ impl Conv2d {
             if let Some(dbias) = &mut grads.bias {
                 *dbias += &dout_b.sum_axis(Axis(1)); // db += Σ_positions dout_b
             }
-            let dcols = matmul(&weight.t(), &dout_b); // [K, C_out] · [C_out, H_out·W_out] = dcols
-            col2im(&dcols, &mut dx_b, (kh, kw), self.stride, self.padding);
+            if let Some(dx) = dx.as_deref_mut() {
+                let dcols = matmul(&weight.t(), &dout_b); // [K, C_out] · [C_out, H_out·W_out] = dcols
+                col2im(
+                    &dcols,
+                    &mut dx.index_axis_mut(Axis(0), b),
+                    (kh, kw),
+                    self.stride,
+                    self.padding,
+                );
+            }
         }
-        dx
     }
     // ANCHOR_END: backward_im2col
 }

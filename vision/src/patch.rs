@@ -310,6 +310,41 @@ impl PatchEmbed {
             .unwrap(); // [B, N, K]
         unpatchify(&dpatches, p, c_in, (height, width))
     }
+
+    /// [`PatchEmbed::backward`] for the parameters only: the gradient of the
+    /// pixels (a product and an unpatchify) is not computed.
+    ///
+    /// # Panics
+    /// As [`PatchEmbed::backward`].
+    #[track_caller]
+    pub fn backward_params(
+        &self,
+        dout: &ArrayRef3<f32>,
+        cache: &PatchEmbedCache,
+        grads: &mut PatchEmbed,
+    ) {
+        let (batch, c_in, height, width) = cache.image;
+        let n = self.num_patches(height, width);
+        assert_eq!(
+            dout.dim(),
+            (batch, n, self.dim()),
+            "patch embed backward: dout is {:?}, tokens were {:?}",
+            dout.dim(),
+            (batch, n, self.dim())
+        );
+        let dout = dout.to_shape((batch * n, self.dim())).unwrap(); // [B·N, C]
+        let (dim, _, p, _) = self.proj.weight.dim();
+        let mut dweight = grads
+            .proj
+            .weight
+            .view_mut()
+            .into_shape_with_order((dim, c_in * p * p))
+            .expect("patch embed backward: grads weight must be in standard layout"); // [C, K]
+        gemm(1.0, &dout.t(), &cache.patches, 1.0, &mut dweight); // dW += doutᵀ · patches
+        if let Some(dbias) = &mut grads.proj.bias {
+            *dbias += &dout.sum_axis(Axis(0)); // db += Σ_rows dout
+        }
+    }
     // ANCHOR_END: backward
 
     // ANCHOR: forward_conv

@@ -193,6 +193,43 @@ impl Vit {
         cache: &VitCache,
         grads: &mut Vit,
     ) -> Array4<f32> {
+        let dx = self.backward_to_patches(dtokens, dcls, cache, grads); // [B, N + 1, C]
+        let dpatches = dx.slice(s![.., 1.., ..]); // [B, N, C]
+        self.patch_embed
+            .backward(&dpatches, &cache.patch_embed, &mut grads.patch_embed)
+    }
+
+    /// [`Vit::backward`] without the gradient of the pixels, which a model
+    /// trained on fixed images never reads: the patch embedding computes its
+    /// parameters' gradients only.
+    ///
+    /// # Panics
+    /// As [`Vit::backward`].
+    #[track_caller]
+    pub fn backward_params(
+        &self,
+        dtokens: &ArrayRef3<f32>,
+        dcls: &ArrayRef2<f32>,
+        cache: &VitCache,
+        grads: &mut Vit,
+    ) {
+        let dx = self.backward_to_patches(dtokens, dcls, cache, grads);
+        let dpatches = dx.slice(s![.., 1.., ..]);
+        self.patch_embed
+            .backward_params(&dpatches, &cache.patch_embed, &mut grads.patch_embed);
+    }
+
+    /// The backward pass down to the tokens after the patch embedding: their
+    /// gradient `[B, N + 1, C]` (CLS first; the CLS token's own gradient is
+    /// already added into `grads`).
+    #[track_caller]
+    fn backward_to_patches(
+        &self,
+        dtokens: &ArrayRef3<f32>,
+        dcls: &ArrayRef2<f32>,
+        cache: &VitCache,
+        grads: &mut Vit,
+    ) -> Array3<f32> {
         let (batch, _, dim) = dtokens.dim();
         assert_eq!(
             dcls.dim(),
@@ -221,9 +258,7 @@ impl Vit {
         //   x[:, 0] = cls_token (the same vector for every image)
         // so its gradient is summed over the batch:
         grads.cls_token += &dx.slice(s![.., 0, ..]).sum_axis(Axis(0));
-        let dpatches = dx.slice(s![.., 1.., ..]); // [B, N, C]
-        self.patch_embed
-            .backward(&dpatches, &cache.patch_embed, &mut grads.patch_embed)
+        dx
     }
     // ANCHOR_END: vit_backward
 }
@@ -305,6 +340,20 @@ mod tests {
         // the CLS token enters equal for both images; attention makes it differ
         let gap = (&out.cls.row(0) - &out.cls.row(1)).mapv(f32::abs).sum();
         assert!(gap > 1e-3, "cls outputs are equal: {gap}");
+    }
+
+    #[test]
+    fn backward_params_gives_the_same_parameter_gradients() {
+        let vit = tiny(7);
+        let images: Array4<f32> = init::normal((2, 2, 4, 4), 1.0, &mut StdRng::seed_from_u64(8));
+        let (out, cache) = vit.forward(&images);
+        let mut rng = StdRng::seed_from_u64(9);
+        let dtokens: Array3<f32> = init::normal(out.tokens.dim(), 1.0, &mut rng);
+        let dcls: Array2<f32> = init::normal(out.cls.dim(), 1.0, &mut rng);
+        let (mut full, mut params) = (vit.zeros_like(), vit.zeros_like());
+        vit.backward(&dtokens, &dcls, &cache, &mut full);
+        vit.backward_params(&dtokens, &dcls, &cache, &mut params);
+        assert_eq!(params, full);
     }
 
     #[test]
