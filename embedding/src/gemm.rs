@@ -15,10 +15,10 @@
 //!
 //! ## How it works (the classic Goto/BLIS structure, cut down)
 //! - The kernel reads 32 consecutive numbers of a row of `B` per step of `k`
-//!   (two vector loads). A row-major `B` is read where it is; a `B` whose
-//!   rows are not contiguous (the transposed weight `Wᵀ` of `x Wᵀ`) is first
-//!   copied, one block of `KC` rows at a time, into *panels* of [`NR`] = 32
-//!   columns.
+//!   (two vector loads). A row-major `B` of at most 1024 columns is read
+//!   where it is; any other `B` (the transposed weight `Wᵀ` of `x Wᵀ`, or a
+//!   wide one) is first copied, one block of `KC` rows at a time, into
+//!   *panels* of [`NR`] = 32 columns.
 //! - `A` is read where it is, [`MR`] = 12 numbers (one per row) per step of `k`,
 //!   whatever its strides (a transposed `doutᵀ` as much as a row-major `x`):
 //!   each is broadcast to all 16 lanes of a register.
@@ -44,6 +44,8 @@ pub const NR: usize = 32;
 /// Depth of one block of `k`: a `B` panel of `KC` rows (32 KiB) and the
 /// `KC·MR` numbers of `A` the kernel reads with it fit the L1 cache together.
 const KC: usize = 256;
+/// The longest row stride (in numbers) at which `B` is read in place.
+const MAX_IN_PLACE_STRIDE: usize = 1024;
 
 // ANCHOR: gemm
 /// `C = α·A·B + β·C`, as ndarray's `general_mat_mul` (and the same result up
@@ -131,7 +133,7 @@ fn pack_b(b: &ArrayView2<f32>, k0: usize, kc: usize, packed: &mut Vec<f32>) {
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{KC, MR, NR, pack_b};
+    use super::{KC, MAX_IN_PLACE_STRIDE, MR, NR, pack_b};
     use ndarray::ArrayView2;
     use std::arch::x86_64::*;
 
@@ -157,9 +159,13 @@ mod avx512 {
     ) {
         let ((m, k), n) = (a.dim(), b.ncols());
         let (a_rs, a_cs) = (a.strides()[0], a.strides()[1]);
-        // B's rows are read in place when they are contiguous, else packed
+        // B's rows are read in place when they are contiguous and not too far
+        // apart, else packed: the KC rows of a block of a wide B (a 64×64
+        // image's 4096 positions in a convolution) lie on KC different pages,
+        // and reading them in place costs more in address translation than
+        // the copy does
         let (b_rs, b_cs) = (b.strides()[0], b.strides()[1]);
-        let in_place = b_cs == 1;
+        let in_place = b_cs == 1 && b_rs.unsigned_abs() <= MAX_IN_PLACE_STRIDE;
         let mut packed_b = Vec::new();
         for k0 in (0..k).step_by(KC) {
             let kc = KC.min(k - k0);
@@ -332,10 +338,11 @@ mod tests {
             (17, 300, 65),
             (64, 64, 192),
             (3, 600, 40),
+            (13, 20, 1100), // wider than MAX_IN_PLACE_STRIDE: packed either way
         ] {
             let a: Array2<f32> = init::normal((m, k), 1.0, &mut rng);
             let b_t: Array2<f32> = init::normal((n, k), 1.0, &mut rng); // read as b_tᵀ: packed
-            let b = b_t.t().to_owned(); // row-major: read in place
+            let b = b_t.t().to_owned(); // row-major: read in place (if not too wide)
             let c0: Array2<f32> = init::normal((m, n), 1.0, &mut rng);
             for (alpha, beta) in [(1.0, 0.0), (0.5, 1.0), (2.0, -0.5)] {
                 let want = reference(alpha, &a, &b.view(), beta, &c0);

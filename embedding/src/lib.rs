@@ -8,6 +8,9 @@
 //!   of the layer and returns the input gradient, and PyTorch-style names for
 //!   every parameter;
 //! - [`Linear`] (`y = x Wᵀ + b`) and [`Embedding`] (lookup, scatter-add backward);
+//! - [`gemm()`]: the matrix product every layer runs on, with an AVX-512
+//!   micro-kernel of its own (ndarray's elsewhere); [`simd`]: element-wise
+//!   loops compiled for the widest vectors the CPU has;
 //! - positional encodings: [`LearnedPositions`] and [`SinusoidalPositions`];
 //! - seeded initialisation ([`init`]);
 //! - [`testing`]: the finite-difference gradient checker, `assert_allclose`

@@ -86,7 +86,7 @@ impl Linear {
     /// [`Layer::forward`] must equal (llm.c keeps `matmul_forward_naive` for
     /// the same reason). It computes the same sums in the same order of `i`,
     /// but touches memory one element at a time; `cargo bench -p embedding`
-    /// shows what the blocked, vectorised product behind `dot` gains.
+    /// shows what the blocked, vectorised product [`crate::matmul`] gains.
     ///
     /// # Shapes
     /// - `x: [B, T, C_in]` → `out: [B, T, C_out]`

@@ -236,7 +236,7 @@ impl Decoder {
                 //   logits = h Wteᵀ
                 // so now we have, added to what the embedding's own use contributes:
                 gemm(1.0, &dlogits.t(), h, 1.0, &mut grads.token_embedding.weight); // dWte += dlogitsᵀ h: [V, C]
-                let dh = dlogits.dot(wte); // [B*T, V] x [V, C] -> [B*T, C]
+                let dh = matmul(&dlogits, wte); // [B*T, V] x [V, C] -> [B*T, C]
                 dh.into_shape_with_order((batch, seq, self.width()))
                     .unwrap() // contiguous by construction
             }
