@@ -23,7 +23,8 @@
 //!   whatever its strides (a transposed `doutᵀ` as much as a row-major `x`):
 //!   each is broadcast to all 16 lanes of a register.
 //! - The *micro-kernel* keeps a `12 × 32` block of `C` in twenty-four 16-lane
-//!   registers and, for each `k`, broadcasts the twelve numbers of `A` and adds
+//!   registers (or, for a block only 16 columns wide, in twelve) and, for each
+//!   `k`, broadcasts the twelve numbers of `A` and adds
 //!   `a_i · b_row` into each row with a fused multiply-add: `12·32` products
 //!   from two loads of `B`.
 //! - The block of `C` is written back once per `KC` block: `α·acc + β·C` on the
@@ -231,8 +232,10 @@ mod avx512 {
         cols: usize, // valid columns of the block, ≤ NR
     }
 
-    /// [`kernel`] for a block of 32 columns (plain loads of `B`) or fewer
-    /// (masked loads).
+    /// [`kernel`] for a block of 32 columns (two registers per row, plain
+    /// loads of `B`), of 16 (one register), or fewer (masked loads). The
+    /// narrow ones matter for attention, whose head dimension is 16: a
+    /// 32-column block there would multiply zeros half the time.
     ///
     /// # Safety
     /// As [`kernel`].
@@ -240,58 +243,64 @@ mod avx512 {
     unsafe fn block<const ROWS: usize>(t: &Tile, alpha: f32, beta: f32) {
         // SAFETY: the caller's
         unsafe {
-            if t.cols == NR {
-                kernel::<ROWS, true>(t, alpha, beta)
-            } else {
-                kernel::<ROWS, false>(t, alpha, beta)
+            match t.cols {
+                NR => kernel::<ROWS, 2, true>(t, alpha, beta),
+                16 => kernel::<ROWS, 1, true>(t, alpha, beta),
+                cols if cols < 16 => kernel::<ROWS, 1, false>(t, alpha, beta),
+                _ => kernel::<ROWS, 2, false>(t, alpha, beta),
             }
         }
     }
 
     // ANCHOR: kernel
-    /// `C[i, j] = α·Σ_kk A[i, kk]·B[kk, j] + β·C[i, j]` for a `ROWS × 32` block
-    /// (`FULL`) or a narrower one: `ROWS·2` registers of 16 sums stay in place
-    /// while `kk` runs.
+    /// `C[i, j] = α·Σ_kk A[i, kk]·B[kk, j] + β·C[i, j]` for a block of `ROWS`
+    /// rows and `REGS` registers of 16 columns (all of them used if `FULL`):
+    /// `ROWS·REGS` registers of 16 sums stay in place while `kk` runs.
     ///
     /// # Safety
     /// The tile's pointers must cover `ROWS` rows of `A` and `C` and `kc` rows
     /// of `B`, each as described in [`Tile`].
     #[target_feature(enable = "avx512f")]
-    unsafe fn kernel<const ROWS: usize, const FULL: bool>(t: &Tile, alpha: f32, beta: f32) {
+    unsafe fn kernel<const ROWS: usize, const REGS: usize, const FULL: bool>(
+        t: &Tile,
+        alpha: f32,
+        beta: f32,
+    ) {
         // lane masks: a block past the last column neither reads B nor writes C
-        let lanes = |from: usize| -> __mmask16 {
-            let valid = t.cols.saturating_sub(from).min(16);
+        let masks: [__mmask16; REGS] = std::array::from_fn(|r| {
+            let valid = t.cols.saturating_sub(16 * r).min(16);
             ((1u32 << valid) - 1) as __mmask16
-        };
-        let (mask0, mask1) = (lanes(0), lanes(16));
-        let mut acc = [[_mm512_setzero_ps(); 2]; ROWS];
+        });
+        let mut acc = [[_mm512_setzero_ps(); REGS]; ROWS];
         for kk in 0..t.kc {
             unsafe {
                 let b_row = t.b.offset(kk as isize * t.b_rs);
-                let (b0, b1) = if FULL {
-                    (_mm512_loadu_ps(b_row), _mm512_loadu_ps(b_row.add(16)))
-                } else {
-                    let b0 = _mm512_maskz_loadu_ps(mask0, b_row);
-                    (b0, _mm512_maskz_loadu_ps(mask1, b_row.add(16)))
-                };
+                let b: [__m512; REGS] = std::array::from_fn(|r| {
+                    if FULL {
+                        _mm512_loadu_ps(b_row.add(16 * r))
+                    } else {
+                        _mm512_maskz_loadu_ps(masks[r], b_row.add(16 * r))
+                    }
+                });
                 let a_col = t.a.offset(kk as isize * t.a_cs);
                 for (i, acc) in acc.iter_mut().enumerate() {
                     let ai = _mm512_set1_ps(*a_col.offset(i as isize * t.a_rs));
-                    acc[0] = _mm512_fmadd_ps(ai, b0, acc[0]);
-                    acc[1] = _mm512_fmadd_ps(ai, b1, acc[1]);
+                    for (acc, &b) in acc.iter_mut().zip(&b) {
+                        *acc = _mm512_fmadd_ps(ai, b, *acc);
+                    }
                 }
             }
         }
         let read_old = beta != 0.0;
         let (alpha, beta) = (_mm512_set1_ps(alpha), _mm512_set1_ps(beta));
         for (i, acc) in acc.iter().enumerate() {
-            for (half, mask) in [(0, mask0), (1, mask1)] {
+            for (r, (&sums, &mask)) in acc.iter().zip(&masks).enumerate() {
                 if mask == 0 {
                     continue;
                 }
                 unsafe {
-                    let c = t.c.offset(i as isize * t.c_rs).add(16 * half);
-                    let mut out = _mm512_mul_ps(alpha, acc[half]);
+                    let c = t.c.offset(i as isize * t.c_rs).add(16 * r);
+                    let mut out = _mm512_mul_ps(alpha, sums);
                     if read_old {
                         let old = _mm512_maskz_loadu_ps(mask, c);
                         out = _mm512_fmadd_ps(beta, old, out);
@@ -339,6 +348,8 @@ mod tests {
             (64, 64, 192),
             (3, 600, 40),
             (13, 20, 1100), // wider than MAX_IN_PLACE_STRIDE: packed either way
+            (20, 30, 16),   // one register of columns
+            (5, 7, 48),     // two, then one
         ] {
             let a: Array2<f32> = init::normal((m, k), 1.0, &mut rng);
             let b_t: Array2<f32> = init::normal((n, k), 1.0, &mut rng); // read as b_tᵀ: packed
