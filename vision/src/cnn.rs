@@ -234,19 +234,33 @@ impl CnnEncoder {
         cache: &CnnCache,
         grads: &mut CnnEncoder,
     ) -> Array4<f32> {
+        self.backward_blocks(dgrid, dpooled, cache, grads, true)
+            .expect("the pixels' gradient was asked for")
+    }
+
+    /// The blocks' backward passes, last to first; the first one computes
+    /// its input's gradient (the pixels') only if `pixels`.
+    #[track_caller]
+    fn backward_blocks(
+        &self,
+        dgrid: &ArrayRef3<f32>,
+        dpooled: &ArrayRef2<f32>,
+        cache: &CnnCache,
+        grads: &mut CnnEncoder,
+        pixels: bool,
+    ) -> Option<Array4<f32>> {
         // the final map fed both outputs, so its gradient is the sum of both paths
         let mut dx = tokens_to_map(dgrid, cache.map); // [B, C, H', W']
         dx += &GlobalAvgPool.backward(dpooled, &cache.pool);
-        for ((block, block_cache), block_grads) in self
-            .blocks
-            .iter()
-            .zip(&cache.blocks)
-            .zip(&mut grads.blocks)
-            .rev()
-        {
+        let layers = self.blocks.iter().zip(&cache.blocks).zip(&mut grads.blocks);
+        for (i, ((block, block_cache), block_grads)) in layers.enumerate().rev() {
+            if i == 0 && !pixels {
+                block.backward_params(&dx, block_cache, block_grads);
+                return None;
+            }
             dx = block.backward(&dx, block_cache, block_grads);
         }
-        dx
+        Some(dx)
     }
     // ANCHOR_END: cnn_backward
 
@@ -264,16 +278,7 @@ impl CnnEncoder {
         cache: &CnnCache,
         grads: &mut CnnEncoder,
     ) {
-        let mut dx = tokens_to_map(dgrid, cache.map);
-        dx += &GlobalAvgPool.backward(dpooled, &cache.pool);
-        let mut layers = self.blocks.iter().zip(&cache.blocks).zip(&mut grads.blocks);
-        let first = layers.next();
-        for ((block, block_cache), block_grads) in layers.rev() {
-            dx = block.backward(&dx, block_cache, block_grads);
-        }
-        if let Some(((block, block_cache), block_grads)) = first {
-            block.backward_params(&dx, block_cache, block_grads);
-        }
+        self.backward_blocks(dgrid, dpooled, cache, grads, false);
     }
 }
 

@@ -280,30 +280,14 @@ impl PatchEmbed {
         cache: &PatchEmbedCache,
         grads: &mut PatchEmbed,
     ) -> Array4<f32> {
+        self.backward_params(dout, cache, grads); // dW and db
         let (batch, c_in, height, width) = cache.image;
         let n = self.num_patches(height, width);
-        assert_eq!(
-            dout.dim(),
-            (batch, n, self.dim()),
-            "patch embed backward: dout is {:?}, tokens were {:?}",
-            dout.dim(),
-            (batch, n, self.dim())
-        );
+        let p = self.proj.weight.dim().2;
         let dout = dout.to_shape((batch * n, self.dim())).unwrap(); // [B·N, C]
-        let (dim, _, p, _) = self.proj.weight.dim();
-        let mut dweight = grads
-            .proj
-            .weight
-            .view_mut()
-            .into_shape_with_order((dim, c_in * p * p))
-            .expect("patch embed backward: grads weight must be in standard layout"); // [C, K]
         // in the forward pass this was:
         //   tokens = patches · Wᵀ + b
-        // so now we have:
-        gemm(1.0, &dout.t(), &cache.patches, 1.0, &mut dweight); // dW += doutᵀ · patches
-        if let Some(dbias) = &mut grads.proj.bias {
-            *dbias += &dout.sum_axis(Axis(0)); // db += Σ_rows dout
-        }
+        // so the patches' gradient is:
         let dpatches = matmul(&dout, &self.weight_matrix()); // [B·N, C] · [C, K] = [B·N, K]
         let dpatches = dpatches
             .into_shape_with_order((batch, n, c_in * p * p))
@@ -340,6 +324,9 @@ impl PatchEmbed {
             .view_mut()
             .into_shape_with_order((dim, c_in * p * p))
             .expect("patch embed backward: grads weight must be in standard layout"); // [C, K]
+        // in the forward pass this was:
+        //   tokens = patches · Wᵀ + b
+        // so now we have:
         gemm(1.0, &dout.t(), &cache.patches, 1.0, &mut dweight); // dW += doutᵀ · patches
         if let Some(dbias) = &mut grads.proj.bias {
             *dbias += &dout.sum_axis(Axis(0)); // db += Σ_rows dout
