@@ -44,8 +44,10 @@ pub const MR: usize = 12;
 pub const NR: usize = 32;
 /// Depth of one block of `k`: a `B` panel of `KC` rows (32 KiB) and the
 /// `KC·MR` numbers of `A` the kernel reads with it fit the L1 cache together.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // used by the AVX-512 path only
 const KC: usize = 256;
 /// The longest row stride (in numbers) at which `B` is read in place.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 const MAX_IN_PLACE_STRIDE: usize = 1024;
 
 // ANCHOR: gemm
@@ -110,6 +112,7 @@ pub fn matmul(a: &ArrayRef2<f32>, b: &ArrayRef2<f32>) -> Array2<f32> {
 
 /// Copies rows `k0..k0 + kc` of `b` into panels of [`NR`] columns:
 /// `packed[p][kk][j] = b[k0 + kk, p·NR + j]`, zeros past the last column.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 fn pack_b(b: &ArrayView2<f32>, k0: usize, kc: usize, packed: &mut Vec<f32>) {
     let n = b.ncols();
     let (rs, cs) = (b.strides()[0], b.strides()[1]);
@@ -380,7 +383,11 @@ mod tests {
         assert!(c.iter().all(|x| x.is_finite()));
         for rows in [0..1, 5..13, 30..37] {
             let part = matmul(&a.slice(s![rows.clone(), ..]), &b);
-            assert_eq!(part, c.slice(s![rows, ..]));
+            if crate::simd::has_avx512() {
+                assert_eq!(part, c.slice(s![rows, ..])); // our kernel: bit for bit
+            } else {
+                crate::testing::assert_allclose("rows", &part, &c.slice(s![rows, ..]), 1e-6, 1e-6);
+            }
         }
     }
 }
