@@ -71,7 +71,7 @@ pub fn gemm(alpha: f32, a: &ArrayRef2<f32>, b: &ArrayRef2<f32>, beta: f32, c: &m
         c.dim()
     );
     #[cfg(target_arch = "x86_64")]
-    if k > 0 && c.strides()[1] == 1 && avx512::available() {
+    if k > 0 && c.strides()[1] == 1 && crate::simd::has_avx512() {
         let c_rs = c.strides()[0];
         // SAFETY: the CPU has AVX-512F; c is [m, n] with unit column stride
         unsafe { avx512::gemm(alpha, &a.view(), &b.view(), beta, c.as_mut_ptr(), c_rs) };
@@ -93,7 +93,7 @@ pub fn matmul(a: &ArrayRef2<f32>, b: &ArrayRef2<f32>) -> Array2<f32> {
     let ((m, k), (k2, n)) = (a.dim(), b.dim());
     assert_eq!(k, k2, "matmul: a is {:?}, b is {:?}", a.dim(), b.dim());
     #[cfg(target_arch = "x86_64")]
-    if k > 0 && avx512::available() {
+    if k > 0 && crate::simd::has_avx512() {
         // the kernel writes every element with β = 0 and reads none, so the
         // output need not be zeroed first (on these sizes the zeroing costs
         // as much as a tenth of the product)
@@ -140,11 +140,6 @@ mod avx512 {
     use super::{KC, MAX_IN_PLACE_STRIDE, MR, NR, pack_b};
     use ndarray::ArrayView2;
     use std::arch::x86_64::*;
-
-    /// Whether this CPU has AVX-512F (looked up once, then cached by std).
-    pub(super) fn available() -> bool {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
 
     /// [`super::gemm`] on a CPU with AVX-512F, for `k ≥ 1`, into `c`: element
     /// `(i, j)` of the `[M, N]` result at `c + i·c_rs + j`. With `β = 0` the
