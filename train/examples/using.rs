@@ -14,6 +14,7 @@ use train::commands::own::{Progress, eval_own, render_eval, render_train, train_
 use train::commands::search::SearchArgs;
 use train::commands::tokenize::TokenizeArgs;
 use train::commands::{CommandError, UseCommand};
+use train::data::World;
 use train::data::folder::FolderData;
 use train::run::{self, Progress as RunProgress};
 use train::{Encoder, ModelSize, RunConfig};
@@ -106,6 +107,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         count: 24,
         seed: 1,
         two_object: 0.25,
+        shapes: World::FULL.shapes,
+        colours: World::FULL.colours,
     };
     let mut md = run(
         "train dataset export --out shapes --count 24 --seed 1 --two-object 0.25",
@@ -222,6 +225,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         count: 400,
         seed: 2,
         two_object: 0.25,
+        shapes: World::FULL.shapes,
+        colours: World::FULL.colours,
     };
     let mut md = run(
         "train dataset export --out mine --count 400 --seed 2 --two-object 0.25",

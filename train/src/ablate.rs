@@ -264,13 +264,24 @@ pub fn table(results: &[AblationResult]) -> String {
             ),
         );
     }
-    md += "\n† The loss that trains this ability was off: the text tower and projections \
-           (zero-shot, retrieval) or the decoder (captions) kept their random initial weights, \
-           shrunk by weight decay. The figure is measured all the same and shows what an untrained \
-           part gives: chance or below, because with one tower untrained the similarities follow no \
-           pattern and the same few captions win for most images (chance is 0.5 % for zero-shot among \
-           200 captions, 0.6 % / 2.5 % for R@1 among 160 seen or 40 held-out items), and an untrained \
-           decoder does not write a caption of the grammar.\n";
+    let (classes, seen, held_out) = (
+        c.world.objects().len(),
+        c.world.training_objects().len(),
+        c.world.held_out_objects().len(),
+    );
+    let chance = |n: usize| format!("{:.1} %", 100.0 / n.max(1) as f32);
+    md += &format!(
+        "\n† The loss that trains this ability was off: the text tower and projections \
+         (zero-shot, retrieval) or the decoder (captions) kept their random initial weights, \
+         shrunk by weight decay. The figure is measured all the same and shows what an untrained \
+         part gives: chance or below, because with one tower untrained the similarities follow no \
+         pattern and the same few captions win for most images (chance is {} for zero-shot among \
+         {classes} captions, {} / {} for R@1 among {seen} seen or {held_out} held-out items), and an untrained \
+         decoder does not write a caption of the grammar.\n",
+        chance(classes),
+        chance(seen),
+        chance(held_out),
+    );
     md += "\nThe final loss is the mean total loss (weighted sum of the losses that are on) over the last tenth of the steps, \
            so it compares runs with the same losses only.\n";
     md

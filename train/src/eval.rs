@@ -99,8 +99,9 @@ pub fn evaluate(
     data: &ToyData,
     config: &EvalConfig,
 ) -> EvalReport {
-    // the classes of zero-shot: every caption the grammar can produce
-    let classes = Object::all();
+    // the classes of zero-shot: every caption the grammar can produce in
+    // this world
+    let classes = data.world.objects();
     let texts: Vec<String> = classes.iter().map(Object::caption).collect();
     let class_embeds = embed_texts(model, tokenizer, &texts); // [K, E]
     let split = |objects: Vec<Object>, stream: u64| {
@@ -116,8 +117,8 @@ pub fn evaluate(
         )
     };
     EvalReport {
-        seen: split(ToyData::training_objects(), 2 * config.stream),
-        held_out: split(ToyData::held_out_objects(), 2 * config.stream + 1),
+        seen: split(data.training_objects(), 2 * config.stream),
+        held_out: split(data.held_out_objects(), 2 * config.stream + 1),
     }
 }
 // ANCHOR_END: evaluate
@@ -189,10 +190,10 @@ pub fn sample_captions(
     data: &ToyData,
     n: usize,
 ) -> Vec<(String, String)> {
-    let mut objects = ToyData::held_out_objects();
+    let mut objects = data.held_out_objects();
     objects.truncate(n / 2);
     objects.extend(
-        ToyData::training_objects()
+        data.training_objects()
             .into_iter()
             .step_by(17)
             .take(n - n / 2),
@@ -245,7 +246,7 @@ impl EvalReport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::{Colour, Position, Shape, Size};
+    use crate::data::{Colour, Position, Shape, Size, World};
     use model::ModelConfig;
     use rand::SeedableRng;
     use rand::rngs::StdRng;
@@ -275,6 +276,7 @@ mod tests {
         let data = ToyData {
             seed: 1,
             two_object: 0.0,
+            world: World::SMALL,
         };
         let tok = data.train_tokenizer().unwrap();
         let mut config = ModelConfig::micro(tok.vocab_size());

@@ -76,7 +76,7 @@ pub fn held_out_failures(
     per_object: usize,
 ) -> Failures {
     let per = per_object.max(1);
-    let objects = ToyData::held_out_objects();
+    let objects = data.held_out_objects();
     // the held-out split of stream 0 is stream 1 (see `eval::evaluate`)
     let images = data.eval_images(&objects, per, 1); // [N·per, 3, H, W]
     let truth: Vec<Object> = objects
@@ -212,10 +212,11 @@ pub fn write_failures(
     max: usize,
 ) -> Result<FailureFiles, RunError> {
     let (config, state) = run::open(run_dir)?;
+    let data = config.data();
     let found = held_out_failures(
         &state.model,
         &state.tokenizer,
-        &config.data(),
+        &data,
         config.eval_per_object,
     );
     let dir = out.join(FAILURES_DIR);
@@ -250,11 +251,12 @@ pub fn write_failures(
         wrong(|o| o.position.words().into()),
         count(&|x: &Failure| x.parsed.is_none()),
     );
-    let per_pair: Vec<String> = crate::data::HELD_OUT
+    let held_out = data.world.held_out();
+    let per_pair: Vec<String> = held_out
         .iter()
         .map(|&(shape, colour)| {
             let wrong = count(&|x: &Failure| x.truth.shape == shape && x.truth.colour == colour);
-            let of = found.images / crate::data::HELD_OUT.len();
+            let of = found.images / held_out.len();
             format!("{} {} {wrong} of {of}", colour.word(), shape.word())
         })
         .collect();

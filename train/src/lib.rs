@@ -34,14 +34,14 @@
 //! Batch { images: [B,3,H,W], tokens: [B,T], lengths }; LossWeights { contrastive, caption } (Default 1, 2)
 //! train_step(&mut model, &mut grads, &mut opt, &batch, weights, step, &schedule, max_grad_norm: Option<f32>)
 //!   -> Result<StepStats { loss, contrastive, caption, grad_norm, lr, logit_scale }, StepError>
-//! ToyData { seed, two_object }: .batch(step, B, &Tokens::new(&tokenizer, &config)) -> Batch (pure in seed, step)
-//!   .train_tokenizer(), training_objects(), held_out_objects(); Scene::{caption, parse, render}; HELD_OUT
+//! ToyData { seed, two_object, world: World { shapes, colours } }: .batch(step, B, &Tokens::new(&tokenizer, &config)) -> Batch (pure in seed, step)
+//!   .train_tokenizer(), .training_objects(), .held_out_objects(); World::{FULL, SMALL, check, objects, held_out}; Scene::{caption, parse, render}; HELD_OUT
 //! evaluate(&model, &tokenizer, &data, &EvalConfig) -> EvalReport { seen, held_out }; .table()
 //! run::{start, open, train, finish, eval_run, save_state, load_state}; RunConfig (Default: the default run)
 //! commands::load_run(dir) -> Loaded { model, tokenizer }; load_images(&model, paths) -> [N,3,S,S] in [0,1]
 //!   caption::caption_files(.., paths, &Strategy); classify::classify_file(.., image, labels) -> ranked (label, p)
 //!   search::{search_images(.., text, dir), search_texts(.., image, texts_file)} -> Found { ranked, skipped }
-//!   tokenize::tokenize(&tokenizer, text) -> Vec<Token { id, bytes }>; export::export(out, count, seed, two_object)
+//!   tokenize::tokenize(&tokenizer, text) -> Vec<Token { id, bytes }>; export::export(out, count, &ToyData)
 //!   own::{train_own(data, run, &config, progress), eval_own(run, data)} -> OwnEval { train, validation }
 //! data::folder::FolderData::load(dir, size) (captions.tsv: file<TAB>caption; every 10th line validation)
 //! plot::plot_run(run, out: Option<&Path>) -> Result<PlotReport { written, skipped }, PlotError>

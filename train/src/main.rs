@@ -4,6 +4,7 @@
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use train::data::World;
 use train::run::{self, Progress, RunConfig};
 use train::{Encoder, RunError};
 
@@ -113,6 +114,14 @@ struct TrainArgs {
     /// Fraction of two-object scenes in training.
     #[arg(long)]
     two_object: Option<f32>,
+    /// Shapes of the toy world: the first N of circle, square, triangle,
+    /// cross, diamond, ring (2 to 6).
+    #[arg(long)]
+    shapes: Option<usize>,
+    /// Colours of the toy world: the first N of red, green, blue, yellow,
+    /// magenta, cyan, orange, white (3 to 8).
+    #[arg(long)]
+    colours: Option<usize>,
     /// Evaluate on held-out data every N steps (0: only at the end).
     #[arg(long)]
     eval_interval: Option<usize>,
@@ -139,6 +148,10 @@ impl TrainArgs {
             contrastive_weight: self.contrastive_weight.unwrap_or(d.contrastive_weight),
             caption_weight: self.caption_weight.unwrap_or(d.caption_weight),
             two_object: self.two_object.unwrap_or(d.two_object),
+            world: World {
+                shapes: self.shapes.unwrap_or(d.world.shapes),
+                colours: self.colours.unwrap_or(d.world.colours),
+            },
             eval_interval: self.eval_interval.unwrap_or(d.eval_interval),
             checkpoint_interval: self.checkpoint_interval.unwrap_or(d.checkpoint_interval),
             ..d

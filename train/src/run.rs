@@ -10,7 +10,7 @@
 //! - `metrics.json`: the loss history and the evaluations;
 //! - `loss.svg`: the loss curve; `samples.md`: greedy captions of a few images.
 
-use crate::data::{Tokens, ToyData};
+use crate::data::{Tokens, ToyData, World};
 use crate::eval::{EvalConfig, EvalReport, evaluate, sample_captions};
 use crate::{AdamW, AdamWState, Batch, LossWeights, Schedule, StepError, train_step};
 use embedding::Params;
@@ -71,6 +71,10 @@ pub struct RunConfig {
     pub size: ModelSize,
     /// Fraction of two-object scenes in training.
     pub two_object: f32,
+    /// How many shapes and colours the toy world has. Runs saved before the
+    /// world could grow had four shapes and five colours.
+    #[serde(default = "small_world")]
+    pub world: World,
     /// Evaluate on held-out data every this many steps (0: only at the end).
     pub eval_interval: usize,
     /// Write a checkpoint every this many steps (0: only at the end).
@@ -79,6 +83,10 @@ pub struct RunConfig {
     pub eval_per_object: usize,
 }
 // ANCHOR_END: run_config
+
+fn small_world() -> World {
+    World::SMALL
+}
 
 impl Default for RunConfig {
     fn default() -> Self {
@@ -96,6 +104,7 @@ impl Default for RunConfig {
             encoder: Encoder::Cnn,
             size: ModelSize::Tiny,
             two_object: 0.0,
+            world: World::FULL,
             eval_interval: 250,
             checkpoint_interval: 500,
             eval_per_object: 2,
@@ -109,6 +118,7 @@ impl RunConfig {
         ToyData {
             seed: self.seed,
             two_object: self.two_object,
+            world: self.world,
         }
     }
 
@@ -192,6 +202,9 @@ impl RunConfig {
         }
         if !(0.0..=1.0).contains(&self.two_object) {
             return bad("two-object", "must be a fraction in [0, 1]");
+        }
+        if let Err(why) = self.world.check() {
+            return bad("world", &why);
         }
         Ok(())
     }
@@ -748,6 +761,17 @@ mod tests {
             .validate()
             .is_err()
         );
+        let e = RunConfig {
+            world: World {
+                shapes: 9,
+                colours: 5,
+            },
+            ..micro(1)
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("shapes") && e.contains("got 9"), "{e}");
         let missing = tmp("missing");
         assert!(
             open(&missing)

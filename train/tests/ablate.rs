@@ -37,7 +37,7 @@ fn ablate_runs_every_variant_and_writes_the_table() {
         let dir = out.join(ablate::RUNS_DIR).join(r.variant.name());
         assert_eq!(r.run, dir);
         assert!(dir.join(run::METRICS_FILE).is_file(), "{}", dir.display());
-        assert_eq!(r.eval.held_out.images, 40);
+        assert_eq!(r.eval.held_out.images, 60);
         assert!(r.final_loss.is_finite());
     }
     let by = |v: Variant| results.iter().find(|r| r.variant == v).unwrap();
@@ -84,7 +84,7 @@ fn ablate_runs_every_variant_and_writes_the_table() {
     // the failure cases of one variant: an untrained decoder gets most wrong
     let fail_out = out.join("fail");
     let files = failures::write_failures(&results[0].run, &fail_out, "x/", 5).unwrap();
-    assert_eq!(files.images, 40);
+    assert_eq!(files.images, 60);
     assert!(files.failures >= 5, "{files:?}");
     assert_eq!(files.shown, 5);
     let md = std::fs::read_to_string(fail_out.join(FAILURES_FILE)).unwrap();

@@ -12,9 +12,10 @@ use train::commands::own::{Progress, eval_own, resume_own, start_own, train_own,
 use train::commands::search::{SearchArgs, read_texts, search_images, search_texts};
 use train::commands::tokenize::{TokenizeArgs, tokenize};
 use train::commands::{CommandError, Loaded, load_run};
+use train::data::World;
 use train::data::folder::{CAPTIONS_FILE, FolderData};
 use train::run::{self, Progress as RunProgress};
-use train::{Encoder, ModelSize, RunConfig};
+use train::{Encoder, ModelSize, RunConfig, ToyData};
 
 fn micro(steps: usize) -> RunConfig {
     RunConfig {
@@ -37,6 +38,15 @@ fn tmp(name: &str) -> PathBuf {
     dir
 }
 
+/// The toy data `dataset export` writes: the full world.
+fn toy(seed: u64, two_object: f32) -> ToyData {
+    ToyData {
+        seed,
+        two_object,
+        world: World::FULL,
+    }
+}
+
 /// A micro run trained 3 steps on toy data, and 12 exported toy images:
 /// made once for all tests.
 fn fixture() -> &'static (PathBuf, PathBuf) {
@@ -48,7 +58,7 @@ fn fixture() -> &'static (PathBuf, PathBuf) {
         let mut state = run::start(&run, &config).unwrap();
         run::train(&run, &config, &mut state, 3, RunProgress::Quiet).unwrap();
         let images = root.join("images");
-        export(&images, 12, 7, 0.0).unwrap();
+        export(&images, 12, &toy(7, 0.0)).unwrap();
         (run, images)
     })
 }
@@ -246,19 +256,15 @@ fn folders_that_are_not_runs_are_named() {
 fn exported_data_round_trips_as_own_data() {
     let dir = tmp("round-trip");
     let data = dir.join("data");
-    let scenes = export(&data, 20, 1, 0.5).unwrap();
+    let scenes = export(&data, 20, &toy(1, 0.5)).unwrap();
     // the files hold the toy images (to 8 bits) and their captions
     let folder = FolderData::load(&data, 32).unwrap();
     assert_eq!(folder.items.len(), 20);
     for (item, scene) in folder.items.iter().zip(&scenes) {
         assert_eq!(item.caption, scene.caption());
     }
-    let (_, toy) = train::ToyData {
-        seed: 1,
-        two_object: 0.5,
-    }
-    .scenes(0, 64);
-    let diff = (&folder.images - &toy.slice(ndarray::s![..20, .., .., ..]))
+    let (_, toy_images) = toy(1, 0.5).scenes(0, 64);
+    let diff = (&folder.images - &toy_images.slice(ndarray::s![..20, .., .., ..]))
         .iter()
         .fold(0.0f32, |m, v| m.max(v.abs()));
     assert!(diff <= 0.5 / 255.0 + 1e-6, "{diff}");
@@ -296,10 +302,19 @@ fn exported_data_round_trips_as_own_data() {
         assert!(m.image_to_text_r1 <= m.image_to_text_r5);
     }
     // impossible export settings
-    assert!(err(export(&dir.join("x"), 0, 1, 0.0)).contains("--count"));
-    assert!(err(export(&dir.join("x"), 3, 1, 1.5)).contains("--two-object"));
+    assert!(err(export(&dir.join("x"), 0, &toy(1, 0.0))).contains("--count"));
+    assert!(err(export(&dir.join("x"), 3, &toy(1, 1.5))).contains("--two-object"));
+    let too_many = ToyData {
+        world: World {
+            shapes: 7,
+            colours: 8,
+        },
+        ..toy(1, 0.0)
+    };
+    let e = err(export(&dir.join("x"), 3, &too_many));
+    assert!(e.contains("--shapes") && e.contains("got 7"), "{e}");
     std::fs::write(dir.join("file"), "").unwrap();
-    assert!(err(export(&dir.join("file"), 3, 1, 0.0)).contains("file"));
+    assert!(err(export(&dir.join("file"), 3, &toy(1, 0.0))).contains("file"));
     // resuming from a checkpoint gives the weights of the uninterrupted run
     let cfg = micro(6);
     let (_, straight) = train_own(&data, &dir.join("straight"), &cfg, Progress::Quiet).unwrap();
@@ -449,7 +464,7 @@ fn the_program_runs_the_commands_and_exits_1_on_errors() {
     assert!(ok && out.starts_with("wrote 3 images"), "{out}");
     // train on the exported folder, then resume the finished run (nothing left to train)
     let data12 = dir.join("data12");
-    export(&data12, 12, 0, 0.0).unwrap();
+    export(&data12, 12, &toy(0, 0.0)).unwrap();
     let (d, o) = (data12.to_str().unwrap(), dir.to_str().unwrap());
     let base = [
         "--steps",

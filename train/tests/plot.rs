@@ -3,7 +3,6 @@
 //! error naming what is missing.
 
 use std::path::{Path, PathBuf};
-use train::data::ToyData;
 use train::plot::figures::{
     attention_objects, initial_model, similarity_matrix, similarity_objects,
 };
@@ -116,7 +115,9 @@ fn attention_maps_are_distributions_over_the_image_grid() {
     let dir = tmp("maps");
     let state = run::start(&dir, &config).unwrap();
     let model = &state.model;
-    let images = config.data().eval_images(&attention_objects(), 1, 0); // [4, 3, 32, 32]
+    let images = config
+        .data()
+        .eval_images(&attention_objects(&config.world), 1, 0); // [4, 3, 32, 32]
     // cross-attention: rows over the 16 patches (the CLS token left out) sum to at most 1
     let caption = [0u32, 1, 2];
     let maps = cross_attention_maps(
@@ -160,11 +161,8 @@ fn attention_maps_are_distributions_over_the_image_grid() {
     let sims = similarity_matrix(
         model,
         &state.tokenizer,
-        &ToyData {
-            seed: 0,
-            two_object: 0.0,
-        },
-        &similarity_objects(),
+        &config.data(),
+        &similarity_objects(&config.world),
     );
     assert_eq!(sims.dim(), (16, 16));
     assert!(

@@ -3,6 +3,7 @@
 
 use super::{CommandError, bad_arg};
 use crate::ToyData;
+use crate::data::World;
 use crate::data::folder::CAPTIONS_FILE;
 use crate::data::toy::Scene;
 use std::path::{Path, PathBuf};
@@ -22,6 +23,12 @@ pub struct ExportArgs {
     /// Fraction of two-object scenes.
     #[arg(long, default_value_t = 0.0)]
     pub two_object: f32,
+    /// Shapes of the toy world (the first N, 2 to 6).
+    #[arg(long, default_value_t = World::FULL.shapes)]
+    pub shapes: usize,
+    /// Colours of the toy world (the first N, 3 to 8).
+    #[arg(long, default_value_t = World::FULL.colours)]
+    pub colours: usize,
 }
 
 /// Scenes drawn per step of the stream.
@@ -33,7 +40,15 @@ impl ExportArgs {
     /// # Errors
     /// A bad count or fraction, or a file that cannot be written.
     pub fn execute(&self) -> Result<String, CommandError> {
-        let scenes = export(&self.out, self.count, self.seed, self.two_object)?;
+        let data = ToyData {
+            seed: self.seed,
+            two_object: self.two_object,
+            world: World {
+                shapes: self.shapes,
+                colours: self.colours,
+            },
+        };
+        let scenes = export(&self.out, self.count, &data)?;
         Ok(format!(
             "wrote {} images and {} into {}\n",
             scenes.len(),
@@ -47,35 +62,38 @@ impl ExportArgs {
 /// Writes `count` toy scenes as `00000.png`, `00001.png`, … (32×32) and
 /// their captions as `captions.tsv` into `out`; returns the scenes.
 ///
-/// The scenes are those of training steps 0, 1, … of a run with this seed
-/// and fraction of two-object scenes, 64 a step: what training sees (no
-/// held-out combination).
+/// The scenes are those of training steps 0, 1, … of a run with the seed,
+/// fraction of two-object scenes and world of `data`, 64 a step: what
+/// training sees (no held-out combination).
 ///
 /// # Errors
-/// [`CommandError::BadArg`] for `count = 0` or a fraction outside
-/// `[0, 1]`; [`CommandError::Io`] / [`CommandError::Image`] if a file
-/// cannot be written.
-pub fn export(
-    out: &Path,
-    count: usize,
-    seed: u64,
-    two_object: f32,
-) -> Result<Vec<Scene>, CommandError> {
+/// [`CommandError::BadArg`] for `count = 0`, a fraction outside `[0, 1]`
+/// or a world out of range; [`CommandError::Io`] / [`CommandError::Image`]
+/// if a file cannot be written.
+pub fn export(out: &Path, count: usize, data: &ToyData) -> Result<Vec<Scene>, CommandError> {
     if count == 0 {
         return Err(bad_arg("count", "must be at least 1"));
     }
+    let two_object = data.two_object;
     if !(0.0..=1.0).contains(&two_object) {
         return Err(bad_arg(
             "two-object",
             format!("must be a fraction in [0, 1], got {two_object}"),
         ));
     }
+    if let Err(why) = data.world.check() {
+        let name = if why.starts_with("shapes") {
+            "shapes"
+        } else {
+            "colours"
+        };
+        return Err(bad_arg(name, why));
+    }
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| CommandError::Io { path, source }
     };
     std::fs::create_dir_all(out).map_err(io(out))?;
-    let data = ToyData { seed, two_object };
     let mut scenes = Vec::with_capacity(count);
     let mut tsv = String::new();
     for step in 0..count.div_ceil(PER_STEP) {

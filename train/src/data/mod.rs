@@ -16,23 +16,149 @@ use model::{ModelConfig, SpecialTokens};
 use ndarray::{Array2, Array4, s};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
 use tokenizer::{Tokenizer, TokenizerError};
 
 // ANCHOR: held_out
-/// The (shape, colour) pairs that never appear in training, one per shape
-/// and one per colour but one: every shape and every colour is seen, only
-/// these combinations are not.
-pub const HELD_OUT: [(Shape, Colour); 4] = [
+/// The (shape, colour) pairs that never appear in training: a diagonal, one
+/// per shape and each in another colour, so every shape and every colour is
+/// still seen; only these combinations are not. A world with fewer shapes or
+/// colours ([`World`]) holds out the pairs that fall inside it.
+pub const HELD_OUT: [(Shape, Colour); 6] = [
     (Shape::Circle, Colour::Blue),
     (Shape::Square, Colour::Yellow),
     (Shape::Triangle, Colour::Red),
     (Shape::Cross, Colour::Green),
+    (Shape::Diamond, Colour::Magenta),
+    (Shape::Ring, Colour::Cyan),
 ];
 // ANCHOR_END: held_out
 
 /// Whether a (shape, colour) pair is held out of training.
 pub fn is_held_out(shape: Shape, colour: Colour) -> bool {
     HELD_OUT.contains(&(shape, colour))
+}
+
+// ANCHOR: world
+/// How much of the toy world a run uses: the first `shapes` of
+/// [`Shape::ALL`] and the first `colours` of [`Colour::ALL`]. Sizes and
+/// positions are always all there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct World {
+    pub shapes: usize,
+    pub colours: usize,
+}
+
+impl World {
+    /// Every shape and colour: 42 seen (shape, colour) pairs, 6 held out.
+    pub const FULL: World = World {
+        shapes: Shape::ALL.len(),
+        colours: Colour::ALL.len(),
+    };
+    /// Four shapes and five colours: 16 seen pairs, 4 held out. Small enough
+    /// for the decoder to memorise which shapes each colour comes in.
+    pub const SMALL: World = World {
+        shapes: 4,
+        colours: 5,
+    };
+    // ANCHOR_END: world
+
+    /// Checks the counts: at least two shapes and three colours (so the
+    /// first held-out pair, a blue circle, is inside and every shape and
+    /// colour is still seen), at most all of them.
+    ///
+    /// # Errors
+    /// A message naming the count that is out of range.
+    pub fn check(&self) -> Result<(), String> {
+        let range = |name: &str, n: usize, min: usize, max: usize| {
+            if (min..=max).contains(&n) {
+                Ok(())
+            } else {
+                Err(format!("{name} must be between {min} and {max}, got {n}"))
+            }
+        };
+        range("shapes", self.shapes, 2, Shape::ALL.len())?;
+        range("colours", self.colours, 3, Colour::ALL.len())
+    }
+
+    /// The shapes of this world.
+    ///
+    /// # Panics
+    /// If `shapes` is more than [`Shape::ALL`] has (see [`World::check`]).
+    pub fn shapes(&self) -> &'static [Shape] {
+        &Shape::ALL[..self.shapes]
+    }
+
+    /// The colours of this world.
+    ///
+    /// # Panics
+    /// If `colours` is more than [`Colour::ALL`] has (see [`World::check`]).
+    pub fn colours(&self) -> &'static [Colour] {
+        &Colour::ALL[..self.colours]
+    }
+
+    /// Whether the world has this shape and this colour.
+    pub fn contains(&self, shape: Shape, colour: Colour) -> bool {
+        self.shapes().contains(&shape) && self.colours().contains(&colour)
+    }
+
+    /// Whether every object of a scene belongs to this world.
+    pub fn contains_scene(&self, scene: &Scene) -> bool {
+        match *scene {
+            Scene::Single(o) => self.contains(o.shape, o.colour),
+            Scene::Pair { first, second, .. } => {
+                self.contains(first.0, first.1) && self.contains(second.0, second.1)
+            }
+        }
+    }
+
+    /// The held-out pairs inside this world.
+    pub fn held_out(&self) -> Vec<(Shape, Colour)> {
+        HELD_OUT
+            .into_iter()
+            .filter(|&(s, c)| self.contains(s, c))
+            .collect()
+    }
+
+    /// The (shape, colour) pairs training shows.
+    pub fn seen_pairs(&self) -> Vec<(Shape, Colour)> {
+        self.shapes()
+            .iter()
+            .flat_map(|&s| self.colours().iter().map(move |&c| (s, c)))
+            .filter(|&(s, c)| !is_held_out(s, c))
+            .collect()
+    }
+
+    /// Every object the grammar can describe in this world, in a fixed order
+    /// (shape, colour, size, position): the classes of zero-shot.
+    pub fn objects(&self) -> Vec<Object> {
+        Object::all()
+            .into_iter()
+            .filter(|o| self.contains(o.shape, o.colour))
+            .collect()
+    }
+
+    /// Every single-object scene training may show.
+    pub fn training_objects(&self) -> Vec<Object> {
+        self.objects()
+            .into_iter()
+            .filter(|o| !is_held_out(o.shape, o.colour))
+            .collect()
+    }
+
+    /// Every single-object scene with a held-out (shape, colour) pair.
+    pub fn held_out_objects(&self) -> Vec<Object> {
+        self.objects()
+            .into_iter()
+            .filter(|o| is_held_out(o.shape, o.colour))
+            .collect()
+    }
+}
+
+impl Default for World {
+    fn default() -> Self {
+        World::FULL
+    }
 }
 
 impl Scene {
@@ -66,6 +192,8 @@ pub struct ToyData {
     pub seed: u64,
     /// Fraction of training scenes with two objects (relational captions).
     pub two_object: f32,
+    /// The shapes and colours scenes are drawn from.
+    pub world: World,
 }
 
 /// Which step index the evaluation sets use: far from any training step, so
@@ -74,34 +202,25 @@ const EVAL_STREAM: u64 = u64::MAX / 2;
 
 impl ToyData {
     /// Every single-object scene training may show.
-    pub fn training_objects() -> Vec<Object> {
-        Object::all()
-            .into_iter()
-            .filter(|o| !is_held_out(o.shape, o.colour))
-            .collect()
+    pub fn training_objects(&self) -> Vec<Object> {
+        self.world.training_objects()
     }
 
     /// Every single-object scene with a held-out (shape, colour) pair.
-    pub fn held_out_objects() -> Vec<Object> {
-        Object::all()
-            .into_iter()
-            .filter(|o| is_held_out(o.shape, o.colour))
-            .collect()
+    pub fn held_out_objects(&self) -> Vec<Object> {
+        self.world.held_out_objects()
     }
 
     /// Every caption training can show: all seen single objects and all
     /// pairs of seen (shape, colour) pairs in every relation. The tokenizer
     /// is trained on these.
     pub fn training_captions(&self) -> Vec<String> {
-        let mut out: Vec<String> = Self::training_objects()
+        let mut out: Vec<String> = self
+            .training_objects()
             .iter()
             .map(Object::caption)
             .collect();
-        let seen: Vec<(Shape, Colour)> = Shape::ALL
-            .iter()
-            .flat_map(|&s| Colour::ALL.map(|c| (s, c)))
-            .filter(|&(s, c)| !is_held_out(s, c))
-            .collect();
+        let seen = self.world.seen_pairs();
         for &first in &seen {
             for relation in Relation::ALL {
                 for &second in &seen {
@@ -124,10 +243,11 @@ impl ToyData {
     // ANCHOR: scene
     /// One random training scene: never a held-out combination.
     pub fn sample_scene(&self, rng: &mut impl Rng) -> Scene {
+        let (shapes, colours) = (self.world.shapes(), self.world.colours());
         let seen = |rng: &mut dyn rand::RngCore| loop {
             let pair = (
-                Shape::ALL[rng.random_range(0..Shape::ALL.len())],
-                Colour::ALL[rng.random_range(0..Colour::ALL.len())],
+                shapes[rng.random_range(0..shapes.len())],
+                colours[rng.random_range(0..colours.len())],
             );
             if !is_held_out(pair.0, pair.1) {
                 return pair;
@@ -285,6 +405,7 @@ mod tests {
         ToyData {
             seed: 5,
             two_object: 0.3,
+            world: World::FULL,
         }
     }
 
@@ -314,18 +435,69 @@ mod tests {
         for c in d.training_captions() {
             assert!(!Scene::parse(&c).unwrap().is_held_out(), "{c}");
         }
-        assert_eq!(ToyData::held_out_objects().len(), 4 * 2 * 5);
-        assert_eq!(ToyData::training_objects().len(), 16 * 2 * 5);
+        assert_eq!(d.held_out_objects().len(), 6 * 2 * 5);
+        assert_eq!(d.training_objects().len(), 42 * 2 * 5);
+        let small = World::SMALL;
+        assert_eq!(small.held_out_objects().len(), 4 * 2 * 5);
+        assert_eq!(small.training_objects().len(), 16 * 2 * 5);
     }
 
     #[test]
-    fn every_seen_shape_and_colour_is_trained() {
-        let objects = ToyData::training_objects();
-        for s in Shape::ALL {
-            assert!(objects.iter().any(|o| o.shape == s));
+    fn every_shape_and_colour_of_every_world_is_trained() {
+        for shapes in 2..=Shape::ALL.len() {
+            for colours in 3..=Colour::ALL.len() {
+                let world = World { shapes, colours };
+                assert_eq!(world.check(), Ok(()));
+                let objects = world.training_objects();
+                for &s in world.shapes() {
+                    assert!(objects.iter().any(|o| o.shape == s), "{world:?}");
+                }
+                for &c in world.colours() {
+                    assert!(objects.iter().any(|o| o.colour == c), "{world:?}");
+                }
+                assert!(!world.held_out().is_empty(), "{world:?}");
+                assert_eq!(
+                    world.seen_pairs().len() + world.held_out().len(),
+                    shapes * colours
+                );
+            }
         }
-        for c in Colour::ALL {
-            assert!(objects.iter().any(|o| o.colour == c));
+    }
+
+    #[test]
+    fn a_world_out_of_range_is_refused_with_its_count() {
+        let e = World {
+            shapes: 7,
+            colours: 5,
+        }
+        .check()
+        .unwrap_err();
+        assert!(e.contains("shapes") && e.contains("got 7"), "{e}");
+        let e = World {
+            shapes: 4,
+            colours: 2,
+        }
+        .check()
+        .unwrap_err();
+        assert!(e.contains("colours") && e.contains("got 2"), "{e}");
+    }
+
+    #[test]
+    fn a_smaller_world_draws_only_its_shapes_and_colours() {
+        let d = ToyData {
+            world: World::SMALL,
+            ..data()
+        };
+        for step in 0..50 {
+            for scene in d.scenes(step, 16).0 {
+                assert!(World::SMALL.contains_scene(&scene), "{}", scene.caption());
+            }
+        }
+        for c in d.training_captions() {
+            assert!(
+                World::SMALL.contains_scene(&Scene::parse(&c).unwrap()),
+                "{c}"
+            );
         }
     }
 

@@ -17,6 +17,8 @@ pub enum Shape {
     Square,
     Triangle,
     Cross,
+    Diamond,
+    Ring,
 }
 
 /// The colours the world knows, in a fixed order.
@@ -27,6 +29,9 @@ pub enum Colour {
     Blue,
     Yellow,
     Magenta,
+    Cyan,
+    Orange,
+    White,
 }
 
 /// How big an object is drawn.
@@ -56,7 +61,14 @@ pub enum Relation {
 }
 
 impl Shape {
-    pub const ALL: [Shape; 4] = [Shape::Circle, Shape::Square, Shape::Triangle, Shape::Cross];
+    pub const ALL: [Shape; 6] = [
+        Shape::Circle,
+        Shape::Square,
+        Shape::Triangle,
+        Shape::Cross,
+        Shape::Diamond,
+        Shape::Ring,
+    ];
     /// The word in captions.
     pub fn word(self) -> &'static str {
         match self {
@@ -64,6 +76,8 @@ impl Shape {
             Shape::Square => "square",
             Shape::Triangle => "triangle",
             Shape::Cross => "cross",
+            Shape::Diamond => "diamond",
+            Shape::Ring => "ring",
         }
     }
 
@@ -80,18 +94,24 @@ impl Shape {
                 let arm = 0.3 * r;
                 (dx.abs() <= arm && dy.abs() <= r) || (dy.abs() <= arm && dx.abs() <= r)
             }
+            Shape::Diamond => dx.abs() + dy.abs() <= r,
+            // a disc with a hole of radius √0.3·r ≈ 0.55 r
+            Shape::Ring => (0.3 * r * r..=r * r).contains(&(dx * dx + dy * dy)),
         }
     }
     // ANCHOR_END: inside
 }
 
 impl Colour {
-    pub const ALL: [Colour; 5] = [
+    pub const ALL: [Colour; 8] = [
         Colour::Red,
         Colour::Green,
         Colour::Blue,
         Colour::Yellow,
         Colour::Magenta,
+        Colour::Cyan,
+        Colour::Orange,
+        Colour::White,
     ];
     /// The word in captions.
     pub fn word(self) -> &'static str {
@@ -101,6 +121,9 @@ impl Colour {
             Colour::Blue => "blue",
             Colour::Yellow => "yellow",
             Colour::Magenta => "magenta",
+            Colour::Cyan => "cyan",
+            Colour::Orange => "orange",
+            Colour::White => "white",
         }
     }
     /// The RGB value in `[0, 1]`.
@@ -111,6 +134,9 @@ impl Colour {
             Colour::Blue => [0.15, 0.3, 0.95],
             Colour::Yellow => [0.95, 0.85, 0.1],
             Colour::Magenta => [0.85, 0.2, 0.85],
+            Colour::Cyan => [0.1, 0.85, 0.9],
+            Colour::Orange => [0.95, 0.5, 0.05],
+            Colour::White => [0.95, 0.95, 0.95],
         }
     }
 }
@@ -378,7 +404,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(Object::all().len(), 4 * 5 * 2 * 5);
+        assert_eq!(Object::all().len(), 6 * 8 * 2 * 5);
         assert_eq!(Scene::parse("a big red circle in the corner"), None);
         assert_eq!(Scene::parse("a huge red circle in the middle"), None);
         assert_eq!(Scene::parse(""), None);
@@ -463,6 +489,15 @@ mod tests {
             ..base
         };
         assert!(count(square, &mut rng) > count(cross, &mut rng) + 15);
+        // a diamond is a square turned by 45° at half its area; a ring is a
+        // circle with a hole
+        let of = |shape| Object {
+            shape,
+            size: Size::Big,
+            ..base
+        };
+        assert!(count(of(Shape::Diamond), &mut rng) + 30 < count(square, &mut rng));
+        assert!(count(of(Shape::Ring), &mut rng) + 30 < count(of(Shape::Circle), &mut rng));
     }
 
     #[test]

@@ -16,7 +16,7 @@
 use super::charts::{ScatterPoint, heatmap_svg, loss_svg, scatter_svg};
 use super::overlay::{grid_side, overlay, tile_rows, to_grid};
 use super::pca::pca;
-use crate::data::{Object, Shape, ToyData, is_held_out};
+use crate::data::{Object, ToyData, World, is_held_out};
 use crate::run::{self, History, Metrics, RunConfig, RunError};
 use model::{Captioner, ImageEncoder, Model, Strategy, embed_texts, similarity};
 use ndarray::{Array2, Array3, Array4, Axis, concatenate, s};
@@ -202,13 +202,16 @@ pub fn initial_model(config: &RunConfig, trained: &Model) -> Result<Model, PlotE
 // ANCHOR_END: initial_model
 
 /// The fixed batch of the similarity figures: one scene of each seen
-/// (shape, colour) pair, sizes and positions varying, so all 16 captions
-/// differ.
-pub fn similarity_objects() -> Vec<Object> {
+/// (shape, colour) pair of the small world ([`World::SMALL`], all 16 when
+/// the run's world holds it), sizes and positions varying, so all
+/// captions differ.
+pub fn similarity_objects(world: &World) -> Vec<Object> {
     // training_objects holds each seen (shape, colour) pair as a block of
     // 2 sizes × 5 positions = 10 objects
-    ToyData::training_objects()
+    world
+        .training_objects()
         .chunks(10)
+        .filter(|block| World::SMALL.contains(block[0].shape, block[0].colour))
         .enumerate()
         .map(|(i, block)| block[(3 * i) % block.len()])
         .collect()
@@ -239,7 +242,7 @@ fn similarity_figure(
     config: &RunConfig,
     step: usize,
 ) -> String {
-    let objects = similarity_objects();
+    let objects = similarity_objects(&config.world);
     let matrix = similarity_matrix(model, tokenizer, &config.data(), &objects);
     let diagonal = matrix.diag().mean().unwrap_or(0.0);
     let off = (matrix.sum() - matrix.diag().sum()) / (matrix.len() - matrix.nrows()).max(1) as f32;
@@ -269,7 +272,7 @@ fn image_embeddings(model: &Model, images: &Array4<f32>) -> Array2<f32> {
 }
 
 fn embeddings_figure(model: &Model, tokenizer: &Tokenizer, config: &RunConfig) -> String {
-    let objects = Object::all(); // seen and held-out
+    let objects = config.world.objects(); // seen and held-out
     let images = config.data().eval_images(&objects, 1, PLOT_STREAM + 1);
     let image_embeds = image_embeddings(model, &images); // [N, E]
     let captions: Vec<String> = objects.iter().map(Object::caption).collect();
@@ -278,13 +281,14 @@ fn embeddings_figure(model: &Model, tokenizer: &Tokenizer, config: &RunConfig) -
     let p = pca(&both, 2);
     let xy = p.project(&both); // [2N, 2]
     let n = objects.len();
+    let shapes = config.world.shapes();
     let points: Vec<ScatterPoint> = (0..2 * n)
         .map(|i| {
             let o = objects[i % n];
             ScatterPoint {
                 x: xy[[i, 0]],
                 y: xy[[i, 1]],
-                group: Shape::ALL.iter().position(|&s| s == o.shape).unwrap_or(0),
+                group: shapes.iter().position(|&s| s == o.shape).unwrap_or(0),
                 caption: i >= n,
                 marked: is_held_out(o.shape, o.colour),
             }
@@ -292,7 +296,7 @@ fn embeddings_figure(model: &Model, tokenizer: &Tokenizer, config: &RunConfig) -
         .collect();
     let links: Vec<(usize, usize)> = (0..n).map(|i| (i, n + i)).collect();
     let explained = p.explained();
-    let groups = Shape::ALL.map(Shape::word);
+    let groups: Vec<&str> = shapes.iter().map(|s| s.word()).collect();
     scatter_svg(
         &points,
         &groups,
@@ -310,11 +314,12 @@ fn embeddings_figure(model: &Model, tokenizer: &Tokenizer, config: &RunConfig) -
 }
 
 /// The objects of the cross-attention figures: held-out ones first.
-pub fn attention_objects() -> Vec<Object> {
-    let mut objects = ToyData::held_out_objects();
+pub fn attention_objects(world: &World) -> Vec<Object> {
+    let mut objects = world.held_out_objects();
     objects.truncate(ATTENTION_IMAGES / 2);
     objects.extend(
-        ToyData::training_objects()
+        world
+            .training_objects()
             .into_iter()
             .step_by(37)
             .take(ATTENTION_IMAGES - ATTENTION_IMAGES / 2),
@@ -411,7 +416,7 @@ fn cross_attention_figures(
     tokenizer: &Tokenizer,
     config: &RunConfig,
 ) -> Result<(Vec<image::RgbImage>, String), PlotError> {
-    let objects = attention_objects();
+    let objects = attention_objects(&config.world);
     let images = config.data().eval_images(&objects, 1, PLOT_STREAM + 2);
     let captions = Captioner::new(model, tokenizer).caption(&images, &Strategy::Greedy);
     let mut pictures = Vec::new();
@@ -491,7 +496,7 @@ pub fn vit_cls_maps(model: &Model, images: &Array4<f32>) -> Option<Vec<Vec<Array
 // ANCHOR_END: vit_cls
 
 fn vit_cls_figure(model: &Model, config: &RunConfig) -> Result<image::RgbImage, PlotError> {
-    let objects = attention_objects();
+    let objects = attention_objects(&config.world);
     let images = config.data().eval_images(&objects, 1, PLOT_STREAM + 2);
     let maps = vit_cls_maps(model, &images).ok_or(PlotError::NotAGrid {
         tokens: model.config().image.num_tokens(),
@@ -511,7 +516,8 @@ mod tests {
 
     #[test]
     fn the_similarity_batch_has_sixteen_distinct_seen_pairs() {
-        let objects = similarity_objects();
+        let objects = similarity_objects(&World::FULL);
+        assert_eq!(objects, similarity_objects(&World::SMALL));
         assert_eq!(objects.len(), 16);
         let mut pairs: Vec<_> = objects.iter().map(|o| (o.shape, o.colour)).collect();
         pairs.sort();
@@ -525,7 +531,7 @@ mod tests {
 
     #[test]
     fn attention_images_start_with_held_out_ones() {
-        let objects = attention_objects();
+        let objects = attention_objects(&World::FULL);
         assert_eq!(objects.len(), ATTENTION_IMAGES);
         assert!(is_held_out(objects[0].shape, objects[0].colour));
         assert!(!is_held_out(objects[3].shape, objects[3].colour));
