@@ -275,6 +275,15 @@ impl Object {
     }
 }
 
+/// The article before a word: `an orange`, `a red`.
+fn article(word: &str) -> &'static str {
+    if word.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    }
+}
+
 fn find<T: Copy>(all: &[T], word: &str, name: impl Fn(T) -> &'static str) -> Option<T> {
     all.iter().copied().find(|&t| name(t) == word)
 }
@@ -289,10 +298,12 @@ impl Scene {
                 relation,
                 second,
             } => format!(
-                "a {} {} {} a {} {}",
+                "{} {} {} {} {} {} {}",
+                article(first.1.word()),
                 first.1.word(),
                 first.0.word(),
                 relation.words(),
+                article(second.1.word()),
                 second.1.word(),
                 second.0.word()
             ),
@@ -315,11 +326,13 @@ impl Scene {
                     position,
                 }))
             }
-            ["a", c1, s1, rel @ .., "a", c2, s2] => Some(Scene::Pair {
-                first: (shape(s1)?, colour(c1)?),
-                relation: find(&Relation::ALL, &rel.join(" "), Relation::words)?,
-                second: (shape(s2)?, colour(c2)?),
-            }),
+            [a1, c1, s1, rel @ .., a2, c2, s2] if *a1 == article(c1) && *a2 == article(c2) => {
+                Some(Scene::Pair {
+                    first: (shape(s1)?, colour(c1)?),
+                    relation: find(&Relation::ALL, &rel.join(" "), Relation::words)?,
+                    second: (shape(s2)?, colour(c2)?),
+                })
+            }
             _ => None,
         }
     }
@@ -405,6 +418,13 @@ mod tests {
             }
         }
         assert_eq!(Object::all().len(), 6 * 8 * 2 * 5);
+        let orange = Scene::Pair {
+            first: (Shape::Ring, Colour::Orange),
+            relation: Relation::Above,
+            second: (Shape::Circle, Colour::Red),
+        };
+        assert_eq!(orange.caption(), "an orange ring above a red circle");
+        assert_eq!(Scene::parse("a orange ring above a red circle"), None);
         assert_eq!(Scene::parse("a big red circle in the corner"), None);
         assert_eq!(Scene::parse("a huge red circle in the middle"), None);
         assert_eq!(Scene::parse(""), None);
