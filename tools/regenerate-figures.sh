@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # Regenerates the book's figures and tables that come from a trained model:
-# the default run's results, the failure cases, the ablation table and the
-# plots. Unlike tools/book-outputs.sh (deterministic, run by CI) this trains
+# the default run's results, the same recipe in the small world, the failure
+# cases, the ablation table and the plots. Unlike tools/book-outputs.sh (deterministic, run by CI) this trains
 # for minutes, so CI never runs it; run it from a fresh clone before
 # publishing the book, then commit book/src/generated/.
 #
-#   tools/regenerate-figures.sh            # about 3 min on a quiet 2-core machine
+#   tools/regenerate-figures.sh            # about 6 min on a quiet 2-core machine
 #   ABLATION_STEPS=1000 tools/regenerate-figures.sh
 #
-# A finished run is reused, not retrained: delete runs/default or
-# runs/ablate to train them again.
+# A finished run is reused, not retrained: delete runs/default,
+# runs/small-world or runs/ablate to train them again.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -23,8 +23,17 @@ else
     cargo run --release -p train
 fi
 
-# 2. Its results table, loss curve and sample captions.
-cargo run --release -p train --example publish_run -- runs/default
+# 1b. The same recipe in the small world of 4 shapes and 5 colours
+#     (runs/small-world), for the training chapter's comparison of worlds.
+if [ -f runs/small-world/metrics.json ]; then
+    echo "reusing the finished run in runs/small-world"
+else
+    cargo run --release -p train -- --name small-world --shapes 4 --colours 5
+fi
+
+# 2. Its results table, loss curve and sample captions, and the two worlds
+#    side by side.
+cargo run --release -p train --example publish_run -- runs/default runs/small-world
 
 # 3. What it gets wrong: held-out images with wrong greedy captions, as PNG.
 cargo run --release -p train -- failures runs/default \

@@ -274,7 +274,7 @@ pub fn table(results: &[AblationResult]) -> String {
         "\n† The loss that trains this ability was off: the text tower and projections \
          (zero-shot, retrieval) or the decoder (captions) kept their random initial weights, \
          shrunk by weight decay. The figure is measured all the same and shows what an untrained \
-         part gives: chance or below, because with one tower untrained the similarities follow no \
+         part gives: about chance, because with one tower untrained the similarities follow no \
          pattern and the same few captions win for most images (chance is {} for zero-shot among \
          {classes} captions, {} / {} for R@1 among {seen} seen or {held_out} held-out items), and an untrained \
          decoder does not write a caption of the grammar.\n",
