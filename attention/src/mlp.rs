@@ -59,6 +59,16 @@ pub fn gelu_grad(x: f32) -> f32 {
 // element-wise loops cannot vectorise and the exponential dominates the MLP's
 // non-matmul time), and `gelu'` evaluates its one exponential once, since
 // `erf(x/√2)` needs `exp(−(x/√2)²)` and `φ(x)` needs `exp(−x²/2)`: the same number.
+// Each comes in two builds ([`madd`]): with `FMA`, every `a·b + c` is one
+// fused multiply-add, for the loops compiled for AVX-512.
+
+/// `a·b + c`. With `FMA`, one fused multiply-add (rounded once): a single
+/// instruction where the caller is compiled for a CPU that has it, but a slow
+/// library call anywhere else, so only the AVX-512 loops use it.
+#[inline(always)]
+fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
+    if FMA { a.mul_add(b, c) } else { a * b + c }
+}
 
 /// `exp(x)` without branches or calls, so that loops over it vectorise.
 ///
@@ -67,21 +77,21 @@ pub fn gelu_grad(x: f32) -> f32 {
 /// exponent bits. Within 2 ulp of `f32::exp` on `[−87, 88]`; arguments are
 /// clamped to that range (below it `eˣ < 2·10⁻³⁸`, which no caller here can tell from 0).
 #[inline(always)]
-fn exp_branch_free(x: f32) -> f32 {
+fn exp_branch_free<const FMA: bool>(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_359_4; // ln 2 split in two, so k·LN2_HI is exact
     const LN2_LO: f32 = -2.121_944_4e-4;
     const ROUND: f32 = 12_582_912.0; // 1.5·2²³: adding and subtracting it rounds to an integer
     let x = x.clamp(-87.0, 88.0);
-    let shifted = x * std::f32::consts::LOG2_E + ROUND; // ROUND + k: k sits in the low mantissa bits
+    let shifted = madd::<FMA>(x, std::f32::consts::LOG2_E, ROUND); // ROUND + k: k sits in the low mantissa bits
     let k = shifted - ROUND; // nearest integer to x / ln 2
-    let r = x - k * LN2_HI - k * LN2_LO; // |r| ≤ ln 2 / 2
+    let r = madd::<FMA>(-k, LN2_LO, madd::<FMA>(-k, LN2_HI, x)); // x − k·ln 2, |r| ≤ ln 2 / 2
     let p = 1.987_569_1e-4;
-    let p = p * r + 1.398_2e-3;
-    let p = p * r + 8.333_452e-3;
-    let p = p * r + 4.166_579_6e-2;
-    let p = p * r + 1.666_666_5e-1;
-    let p = p * r + 0.5; // Cephes' 5.0000001e-1, which rounds to 0.5 in f32
-    let er = p * r * r + r + 1.0; // eʳ
+    let p = madd::<FMA>(p, r, 1.398_2e-3);
+    let p = madd::<FMA>(p, r, 8.333_452e-3);
+    let p = madd::<FMA>(p, r, 4.166_579_6e-2);
+    let p = madd::<FMA>(p, r, 1.666_666_5e-1);
+    let p = madd::<FMA>(p, r, 0.5); // Cephes' 5.0000001e-1, which rounds to 0.5 in f32
+    let er = madd::<FMA>(p * r, r, r) + 1.0; // eʳ = p·r² + r + 1
     // 2ᵏ, k ∈ [−126, 127], from the bits of `shifted` (ROUND + k is exact, one ulp per unit):
     // integer operations on every lane, where `k as i32` is a scalar saturating conversion
     let k_bits = shifted.to_bits().wrapping_sub(ROUND.to_bits()); // k as a two's-complement u32
@@ -91,7 +101,7 @@ fn exp_branch_free(x: f32) -> f32 {
 
 /// [`erf`] at `z = x/√2` from `e = exp(−z²)`, computed by the caller.
 #[inline(always)]
-fn erf_from_exp(z: f32, e: f32) -> f32 {
+fn erf_from_exp<const FMA: bool>(z: f32, e: f32) -> f32 {
     const P: f32 = 0.327_591_1; // the constants of [`erf`]
     const A: [f32; 5] = [
         0.254_829_6,
@@ -100,27 +110,30 @@ fn erf_from_exp(z: f32, e: f32) -> f32 {
         -1.453_152_1,
         1.061_405_4,
     ];
-    let t = 1.0 / (1.0 + P * z.abs());
-    let poly = t * (A[0] + t * (A[1] + t * (A[2] + t * (A[3] + t * A[4])))); // Horner
-    z.signum() * (1.0 - poly * e)
+    let t = 1.0 / madd::<FMA>(P, z.abs(), 1.0);
+    let poly = madd::<FMA>(t, A[4], A[3]); // Horner
+    let poly = madd::<FMA>(t, poly, A[2]);
+    let poly = madd::<FMA>(t, poly, A[1]);
+    let poly = t * madd::<FMA>(t, poly, A[0]);
+    z.signum() * madd::<FMA>(-poly, e, 1.0)
 }
 
 /// [`gelu`] with [`exp_branch_free`], for [`gelu_forward`].
 #[inline(always)]
-fn gelu_fast(x: f32) -> f32 {
+fn gelu_fast<const FMA: bool>(x: f32) -> f32 {
     let z = x * std::f32::consts::FRAC_1_SQRT_2; // x/√2
-    0.5 * x * (1.0 + erf_from_exp(z, exp_branch_free(-z * z)))
+    0.5 * x * (1.0 + erf_from_exp::<FMA>(z, exp_branch_free::<FMA>(-z * z)))
 }
 
 /// [`gelu_grad`] with one [`exp_branch_free`] instead of two `exp`s, for [`gelu_backward`].
 #[inline(always)]
-fn gelu_grad_fast(x: f32) -> f32 {
+fn gelu_grad_fast<const FMA: bool>(x: f32) -> f32 {
     const INV_SQRT_2PI: f32 = 0.398_942_3; // 1/√(2π)
     let z = x * std::f32::consts::FRAC_1_SQRT_2; // x/√2
-    let e = exp_branch_free(-z * z); // = exp(−x²/2), shared by erf and φ
-    let cdf = 0.5 * (1.0 + erf_from_exp(z, e)); // Φ(x)
+    let e = exp_branch_free::<FMA>(-z * z); // = exp(−x²/2), shared by erf and φ
+    let cdf = 0.5 * (1.0 + erf_from_exp::<FMA>(z, e)); // Φ(x)
     let pdf = e * INV_SQRT_2PI; // φ(x)
-    cdf + x * pdf
+    madd::<FMA>(x, pdf, cdf) // Φ(x) + x·φ(x)
 }
 
 /// GELU applied element-wise, as a parameter-free [`Layer`].
@@ -134,15 +147,21 @@ pub struct GeluCache {
 }
 
 /// `f` of every element of `xs`, in a loop the compiler vectorises as wide
-/// as the CPU allows (see [`embedding::simd`]).
+/// as the CPU allows (see [`embedding::simd`]); `fused` is the same function
+/// with fused multiply-adds, for the AVX-512 build.
 #[inline(always)]
-fn map_widest<F: Fn(f32) -> f32>(xs: &[f32], f: F) -> Vec<f32> {
-    zip_map_widest(xs, xs, |x, _| f(x))
+fn map_widest<F: Fn(f32) -> f32, G: Fn(f32) -> f32>(xs: &[f32], f: F, fused: G) -> Vec<f32> {
+    zip_map_widest(xs, xs, |x, _| f(x), |x, _| fused(x))
 }
 
 /// `f(a, b)` of every pair of elements, as [`map_widest`].
 #[inline(always)]
-fn zip_map_widest<F: Fn(f32, f32) -> f32>(a: &[f32], b: &[f32], f: F) -> Vec<f32> {
+fn zip_map_widest<F: Fn(f32, f32) -> f32, G: Fn(f32, f32) -> f32>(
+    a: &[f32],
+    b: &[f32],
+    f: F,
+    fused: G,
+) -> Vec<f32> {
     #[inline(always)]
     fn run<F: Fn(f32, f32) -> f32>(out: &mut [MaybeUninit<f32>], a: &[f32], b: &[f32], f: &F) {
         for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
@@ -150,7 +169,7 @@ fn zip_map_widest<F: Fn(f32, f32) -> f32>(a: &[f32], b: &[f32], f: F) -> Vec<f32
         }
     }
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
+    #[target_feature(enable = "avx512f,fma")]
     fn run_avx512<F: Fn(f32, f32) -> f32>(
         out: &mut [MaybeUninit<f32>],
         a: &[f32],
@@ -165,13 +184,16 @@ fn zip_map_widest<F: Fn(f32, f32) -> f32>(a: &[f32], b: &[f32], f: F) -> Vec<f32
     let spare = &mut out.spare_capacity_mut()[..n];
     #[cfg(target_arch = "x86_64")]
     if embedding::simd::has_avx512() {
-        // SAFETY: the CPU has AVX-512F
-        unsafe { run_avx512(spare, a, b, &f) };
+        // SAFETY: the CPU has AVX-512F, and with it FMA
+        unsafe { run_avx512(spare, a, b, &fused) };
     } else {
         run(spare, a, b, &f);
     }
     #[cfg(not(target_arch = "x86_64"))]
-    run(spare, a, b, &f);
+    {
+        let _ = fused;
+        run(spare, a, b, &f);
+    }
     // SAFETY: the loop wrote all n elements (the shorter of a and b)
     unsafe { out.set_len(n) };
     out
@@ -186,7 +208,7 @@ pub fn gelu_forward(x: &ArrayRef3<f32>) -> Array3<f32> {
     // already runs slices of the batch on separate threads, so threads here
     // would only add overhead
     let x = x.as_standard_layout(); // a view when already row-major
-    let out = map_widest(x.as_slice().unwrap(), gelu_fast);
+    let out = map_widest(x.as_slice().unwrap(), gelu_fast::<false>, gelu_fast::<true>);
     Array3::from_shape_vec(x.dim(), out).unwrap()
 }
 
@@ -211,7 +233,12 @@ pub fn gelu_backward(dout: &ArrayRef3<f32>, x: &ArrayRef3<f32>) -> Array3<f32> {
     // so now we have:
     let (dout, x) = (dout.as_standard_layout(), x.as_standard_layout());
     let (ds, xs) = (dout.as_slice().unwrap(), x.as_slice().unwrap());
-    let dx = zip_map_widest(ds, xs, |d, x| d * gelu_grad_fast(x));
+    let dx = zip_map_widest(
+        ds,
+        xs,
+        |d, x| d * gelu_grad_fast::<false>(x),
+        |d, x| d * gelu_grad_fast::<true>(x),
+    );
     Array3::from_shape_vec(x.dim(), dx).unwrap()
 }
 
@@ -366,24 +393,31 @@ mod tests {
     fn exp_branch_free_is_within_two_ulp() {
         for i in -8700..8800 {
             let x = i as f32 * 0.01 + 0.003;
-            let (want, got) = (x.exp(), exp_branch_free(x));
+            let want = x.exp();
             let ulp = f32::EPSILON * want;
-            assert!((want - got).abs() <= 2.0 * ulp, "exp({x}): {want} vs {got}");
+            for got in [exp_branch_free::<false>(x), exp_branch_free::<true>(x)] {
+                assert!((want - got).abs() <= 2.0 * ulp, "exp({x}): {want} vs {got}");
+            }
         }
-        assert!(exp_branch_free(-1000.0) < 2e-38);
+        assert!(exp_branch_free::<false>(-1000.0) < 2e-38);
+        assert!(exp_branch_free::<true>(-1000.0) < 2e-38);
     }
 
     #[test]
     fn fast_gelu_matches_the_reference() {
         for i in -2000..=2000 {
             let x = i as f32 * 0.01;
-            let (want, got) = (gelu(x), gelu_fast(x));
-            assert!(
-                (want - got).abs() <= 1e-6 * (1.0 + want.abs()),
-                "gelu({x}): {want} vs {got}"
-            );
-            let (want, got) = (gelu_grad(x), gelu_grad_fast(x));
-            assert!((want - got).abs() <= 1e-6, "gelu'({x}): {want} vs {got}");
+            let want = gelu(x);
+            for got in [gelu_fast::<false>(x), gelu_fast::<true>(x)] {
+                assert!(
+                    (want - got).abs() <= 1e-6 * (1.0 + want.abs()),
+                    "gelu({x}): {want} vs {got}"
+                );
+            }
+            let want = gelu_grad(x);
+            for got in [gelu_grad_fast::<false>(x), gelu_grad_fast::<true>(x)] {
+                assert!((want - got).abs() <= 1e-6, "gelu'({x}): {want} vs {got}");
+            }
         }
     }
 
