@@ -203,8 +203,8 @@ impl RunConfig {
         if !(0.0..=1.0).contains(&self.two_object) {
             return bad("two-object", "must be a fraction in [0, 1]");
         }
-        if let Err(why) = self.world.check() {
-            return bad("world", &why);
+        if let Err((name, why)) = self.world.check() {
+            return bad(name, &why);
         }
         Ok(())
     }

@@ -81,12 +81,7 @@ pub fn export(out: &Path, count: usize, data: &ToyData) -> Result<Vec<Scene>, Co
             format!("must be a fraction in [0, 1], got {two_object}"),
         ));
     }
-    if let Err(why) = data.world.check() {
-        let name = if why.starts_with("shapes") {
-            "shapes"
-        } else {
-            "colours"
-        };
+    if let Err((name, why)) = data.world.check() {
         return Err(bad_arg(name, why));
     }
     let io = |path: &Path| {

@@ -68,13 +68,14 @@ impl World {
     /// colour is still seen), at most all of them.
     ///
     /// # Errors
-    /// A message naming the count that is out of range.
-    pub fn check(&self) -> Result<(), String> {
-        let range = |name: &str, n: usize, min: usize, max: usize| {
+    /// The name of the count that is out of range (`shapes` or `colours`)
+    /// and why.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        let range = |name: &'static str, n: usize, min: usize, max: usize| {
             if (min..=max).contains(&n) {
                 Ok(())
             } else {
-                Err(format!("{name} must be between {min} and {max}, got {n}"))
+                Err((name, format!("must be between {min} and {max}, got {n}")))
             }
         };
         range("shapes", self.shapes, 2, Shape::ALL.len())?;
@@ -466,20 +467,12 @@ mod tests {
 
     #[test]
     fn a_world_out_of_range_is_refused_with_its_count() {
-        let e = World {
-            shapes: 7,
-            colours: 5,
+        for (world, name, got) in [((7, 5), "shapes", "got 7"), ((4, 2), "colours", "got 2")] {
+            let (shapes, colours) = world;
+            let (n, why) = World { shapes, colours }.check().unwrap_err();
+            assert_eq!(n, name);
+            assert!(why.contains(got), "{why}");
         }
-        .check()
-        .unwrap_err();
-        assert!(e.contains("shapes") && e.contains("got 7"), "{e}");
-        let e = World {
-            shapes: 4,
-            colours: 2,
-        }
-        .check()
-        .unwrap_err();
-        assert!(e.contains("colours") && e.contains("got 2"), "{e}");
     }
 
     #[test]
