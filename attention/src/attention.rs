@@ -22,7 +22,7 @@ use embedding::{gemm, matmul};
 use ndarray::{Array2, Array4, ArrayRef4, ArrayView3, ArrayViewMut3, Axis, Zip};
 
 use crate::mask::Mask;
-use crate::softmax::{softmax_row, softmax_row_backward};
+use crate::softmax::{softmax_row_backward, softmax_row_fast};
 
 /// `(batch, n_head, t_q, t_kv, head_dim)` of a `q, k, v` triple, checked.
 #[track_caller]
@@ -97,7 +97,7 @@ pub fn attention_forward(
                     let row = row.as_slice_mut().unwrap(); // rows of a fresh array are contiguous
                     let visible = mask.visible_keys(b, i, t_q, t_kv);
                     row[visible..].fill(f32::NEG_INFINITY); // masked scores: exp(−∞) = 0
-                    softmax_row(row); // P = softmax(S + mask)
+                    softmax_row_fast(row); // P = softmax(S + mask)
                 }
                 // out = P V                                     [T_q, T_kv] x [T_kv, D] -> [T_q, D]
                 gemm(1.0, &att_bh, &v_bh, 0.0, &mut out_bh);

@@ -110,8 +110,11 @@ pub use mlp::{
     Gelu, GeluCache, Mlp, MlpCache, MlpConfig, erf, gelu, gelu_backward, gelu_forward, gelu_grad,
 };
 pub use multi_head::{MultiHeadAttention, MultiHeadAttentionCache, MultiHeadAttentionConfig};
-pub use softmax::{softmax, softmax_backward, softmax_row, softmax_row_backward};
-pub use tiled::{Tile, exp_nonpositive, tiled_attention_forward};
+pub use softmax::{
+    exp_nonpositive, lane_max, lane_sum, softmax, softmax_backward, softmax_row,
+    softmax_row_backward, softmax_row_fast,
+};
+pub use tiled::{Tile, tiled_attention_forward};
 
 /// The gradient-check settings of this crate's tests.
 ///

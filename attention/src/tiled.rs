@@ -29,6 +29,7 @@ use ndarray::{Array2, Array4, ArrayRef4, ArrayView2, ArrayViewMut2, Axis, Zip, s
 
 use crate::attention::{check_qkv, flat_mut, heads_flat};
 use crate::mask::Mask;
+use crate::softmax::{exp_nonpositive, lane_max, lane_sum};
 
 /// Tile sizes of [`tiled_attention_forward`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,66 +171,6 @@ fn query_block(
 }
 // ANCHOR_END: query_block
 
-// ANCHOR: lanes
-/// `exp(x)` for `x ≤ 0`, branch-free so that a loop of it vectorises
-/// (`f32::exp` is a library call per element).
-///
-/// `exp(x) = 2ⁿ·exp(r)` with `n = round(x·log₂e)` and `r = x − n·ln 2`,
-/// `|r| ≤ ln 2 / 2`; `exp(r)` is a degree-7 Taylor polynomial (truncation
-/// below `10⁻⁸`), and `2ⁿ` is written straight into the exponent bits.
-/// Relative error within a few f32 roundings (tested below `10⁻⁶`); below
-/// `x = −87` it returns `exp(−87) ≈ 1.6·10⁻³⁸` instead of underflowing.
-#[inline(always)]
-pub fn exp_nonpositive(x: f32) -> f32 {
-    const ROUND: f32 = 12_582_912.0; // 1.5·2²³: adding it rounds to an integer
-    const LN2_HI: f32 = 0.693_145_75; // ln 2 split in two (Cody & Waite), so
-    const LN2_LO: f32 = 1.428_606_8e-6; // that n·LN2_HI is exact
-    let x = if x < -87.0 { -87.0 } else { x };
-    let shifted = x * std::f32::consts::LOG2_E + ROUND;
-    let n = shifted - ROUND; // round(x·log₂e), in −126..=0
-    let r = (x - n * LN2_HI) - n * LN2_LO; // x − n·ln 2
-    let poly = 1.0
-        + r * (1.0
-            + r * (1.0 / 2.0
-                + r * (1.0 / 6.0
-                    + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r / 5040.0))))));
-    let n = shifted.to_bits() as i32 - ROUND.to_bits() as i32; // the same n, as an integer
-    let two_n = f32::from_bits(((n + 127) as u32) << 23); // 2ⁿ: biased exponent, zero mantissa
-    poly * two_n
-}
-
-/// The maximum of a slice with eight independent lanes (vectorises; an empty
-/// slice gives `−∞`).
-fn lane_max(xs: &[f32]) -> f32 {
-    let mut lanes = [f32::NEG_INFINITY; 8];
-    let chunks = xs.chunks_exact(8);
-    let tail = chunks.remainder();
-    for chunk in chunks {
-        for (lane, &x) in lanes.iter_mut().zip(chunk) {
-            *lane = if x > *lane { x } else { *lane };
-        }
-    }
-    lanes
-        .iter()
-        .chain(tail)
-        .copied()
-        .fold(f32::NEG_INFINITY, f32::max)
-}
-
-/// The sum of a slice with eight independent lanes (vectorises).
-fn lane_sum(xs: &[f32]) -> f32 {
-    let mut lanes = [0.0f32; 8];
-    let chunks = xs.chunks_exact(8);
-    let tail = chunks.remainder();
-    for chunk in chunks {
-        for (lane, &x) in lanes.iter_mut().zip(chunk) {
-            *lane += x;
-        }
-    }
-    lanes.iter().sum::<f32>() + tail.iter().sum::<f32>()
-}
-// ANCHOR_END: lanes
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,31 +200,6 @@ mod tests {
                     assert_allclose(&label, &got, &want, 1e-5, 1e-6);
                 }
             }
-        }
-    }
-
-    #[test]
-    fn exp_nonpositive_matches_exp() {
-        let mut worst = 0.0f64;
-        for i in 0..=100_000 {
-            let x = -87.0 * i as f32 / 100_000.0;
-            let want = (x as f64).exp();
-            let got = exp_nonpositive(x) as f64;
-            worst = worst.max(((got - want) / want).abs());
-        }
-        assert!(worst < 1e-6, "worst relative error {worst:e}");
-        assert_eq!(exp_nonpositive(0.0), 1.0);
-        assert!(exp_nonpositive(-1000.0) < 1e-37);
-    }
-
-    #[test]
-    fn lanes_match_plain_folds() {
-        let xs: Vec<f32> = (0..21).map(|i| ((i * 7) % 11) as f32 - 5.0).collect();
-        for n in [0, 1, 8, 13, 21] {
-            let part = &xs[..n];
-            let max = part.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            assert_eq!(lane_max(part), max);
-            assert_eq!(lane_sum(part), part.iter().sum::<f32>()); // small integers: exact
         }
     }
 
