@@ -234,33 +234,34 @@ impl CnnEncoder {
         cache: &CnnCache,
         grads: &mut CnnEncoder,
     ) -> Array4<f32> {
-        self.backward_blocks(dgrid, dpooled, cache, grads, true)
-            .expect("the pixels' gradient was asked for")
+        let dx = self.backward_to_first_block(dgrid, dpooled, cache, grads); // [B, C_1, H_1, W_1]
+        self.blocks[0].backward(&dx, &cache.blocks[0], &mut grads.blocks[0]) // the pixels' gradient
     }
 
-    /// The blocks' backward passes, last to first; the first one computes
-    /// its input's gradient (the pixels') only if `pixels`.
+    /// The backward pass down to the first block's output: its gradient
+    /// (the blocks after it have added their parameters' gradients into `grads`).
     #[track_caller]
-    fn backward_blocks(
+    fn backward_to_first_block(
         &self,
         dgrid: &ArrayRef3<f32>,
         dpooled: &ArrayRef2<f32>,
         cache: &CnnCache,
         grads: &mut CnnEncoder,
-        pixels: bool,
-    ) -> Option<Array4<f32>> {
+    ) -> Array4<f32> {
         // the final map fed both outputs, so its gradient is the sum of both paths
         let mut dx = tokens_to_map(dgrid, cache.map); // [B, C, H', W']
         dx += &GlobalAvgPool.backward(dpooled, &cache.pool);
-        let layers = self.blocks.iter().zip(&cache.blocks).zip(&mut grads.blocks);
-        for (i, ((block, block_cache), block_grads)) in layers.enumerate().rev() {
-            if i == 0 && !pixels {
-                block.backward_params(&dx, block_cache, block_grads);
-                return None;
-            }
+        for ((block, block_cache), block_grads) in self
+            .blocks
+            .iter()
+            .zip(&cache.blocks)
+            .zip(&mut grads.blocks)
+            .skip(1)
+            .rev()
+        {
             dx = block.backward(&dx, block_cache, block_grads);
         }
-        Some(dx)
+        dx
     }
     // ANCHOR_END: cnn_backward
 
@@ -278,7 +279,8 @@ impl CnnEncoder {
         cache: &CnnCache,
         grads: &mut CnnEncoder,
     ) {
-        self.backward_blocks(dgrid, dpooled, cache, grads, false);
+        let dx = self.backward_to_first_block(dgrid, dpooled, cache, grads);
+        self.blocks[0].backward_params(&dx, &cache.blocks[0], &mut grads.blocks[0]);
     }
 }
 
