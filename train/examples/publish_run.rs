@@ -14,7 +14,13 @@ use train::run::{LOSS_PLOT_FILE, METRICS_FILE, Metrics, SAMPLES_FILE};
 fn read_metrics(run: &Path) -> Result<Metrics, Box<dyn std::error::Error>> {
     let path = run.join(METRICS_FILE);
     let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?)
+    let metrics: Metrics =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    metrics
+        .config
+        .validate()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(metrics)
 }
 
 /// `6 shapes × 8 colours (42 seen pairs, 6 held out)`
