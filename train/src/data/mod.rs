@@ -7,6 +7,8 @@
 //! exactly the batches the uninterrupted run would have seen.
 
 pub mod folder; // own data: a folder of images and captions.tsv (the `use` commands)
+pub mod questions; // questions about pictures, conversations, the chat text
+pub mod scenes; // scenes of several objects on a 3×3 grid
 pub mod toy;
 
 pub use toy::{Colour, IMAGE_SIZE, Object, Position, Relation, Scene, Shape, Size};

@@ -276,7 +276,7 @@ impl Object {
 }
 
 /// The article before a word: `an orange`, `a red`.
-fn article(word: &str) -> &'static str {
+pub(crate) fn article(word: &str) -> &'static str {
     if word.starts_with(['a', 'e', 'i', 'o', 'u']) {
         "an"
     } else {
@@ -379,11 +379,19 @@ impl Scene {
 }
 
 /// Paints `shape` in `colour` centred at `(cx, cy)` with half-size `r`,
-/// testing each pixel's centre.
-fn draw(mut image: ArrayViewMut3<f32>, shape: Shape, colour: Colour, centre: (f32, f32), r: f32) {
+/// testing each pixel's centre. The canvas `image: [3, H, W]` may have any
+/// size (the scenes of [`crate::data::scenes`] are larger).
+pub(crate) fn draw(
+    mut image: ArrayViewMut3<f32>,
+    shape: Shape,
+    colour: Colour,
+    centre: (f32, f32),
+    r: f32,
+) {
     let rgb = colour.rgb();
-    for y in 0..IMAGE_SIZE {
-        for x in 0..IMAGE_SIZE {
+    let (_, height, width) = image.dim();
+    for y in 0..height {
+        for x in 0..width {
             let (dx, dy) = (x as f32 + 0.5 - centre.0, y as f32 + 0.5 - centre.1);
             if shape.contains(dx, dy, r) {
                 for (c, &v) in rgb.iter().enumerate() {
