@@ -146,6 +146,41 @@ impl std::error::Error for DataError {
 }
 
 // ANCHOR: parse_captions
+/// Splits one non-blank line of a `.tsv` data file into its `N` fields at
+/// the tabs, and checks the first, the image's file name, which it trims.
+/// `form` names the fields for the error (`file<TAB>caption`). Shared by
+/// `captions.tsv` and `questions.tsv` ([`crate::data::qa_folder`]).
+///
+/// # Errors
+/// [`DataError::Malformed`] for a line with another number of tabs or an
+/// empty file name.
+pub(crate) fn tsv_fields<'a, const N: usize>(
+    raw: &'a str,
+    path: &Path,
+    line: usize,
+    form: &str,
+) -> Result<[&'a str; N], DataError> {
+    let malformed = |why: String| DataError::Malformed {
+        path: path.to_path_buf(),
+        line,
+        why,
+    };
+    let fields: Vec<&str> = raw.split('\t').collect();
+    let Ok(mut fields) = <[&str; N]>::try_from(fields) else {
+        let tabs = if N == 2 {
+            "exactly one tab".to_string()
+        } else {
+            format!("exactly {} tabs", N - 1)
+        };
+        return Err(malformed(format!("want {tabs}: {form}")));
+    };
+    fields[0] = fields[0].trim();
+    if fields[0].is_empty() {
+        return Err(malformed("the file name is empty".to_string()));
+    }
+    Ok(fields)
+}
+
 /// Parses the text of a `captions.tsv`: the items and the number of blank
 /// lines skipped. `path` names the file in errors.
 ///
@@ -161,20 +196,7 @@ pub fn parse_captions(text: &str, path: &Path) -> Result<(Vec<Item>, usize), Dat
             blank += 1;
             continue;
         }
-        let malformed = |why: &str| DataError::Malformed {
-            path: path.to_path_buf(),
-            line,
-            why: why.to_string(),
-        };
-        let mut fields = raw.split('\t');
-        let (Some(file), Some(caption), None) = (fields.next(), fields.next(), fields.next())
-        else {
-            return Err(malformed("want exactly one tab: file<TAB>caption"));
-        };
-        let file = file.trim();
-        if file.is_empty() {
-            return Err(malformed("the file name is empty"));
-        }
+        let [file, caption] = tsv_fields(raw, path, line, "file<TAB>caption")?;
         let caption = caption.trim();
         if caption.is_empty() {
             return Err(DataError::EmptyCaption {

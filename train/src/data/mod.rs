@@ -6,7 +6,9 @@
 //! pure function of `(seed, s)` ([`ToyData::batch`]), so a resumed run sees
 //! exactly the batches the uninterrupted run would have seen.
 
+pub mod answers; // scoring answers: exact match, accuracy tables, the majority baseline
 pub mod folder; // own data: a folder of images and captions.tsv (the `use` commands)
+pub mod qa_folder; // own questions: a folder of images and questions.tsv
 pub mod questions; // questions about pictures, conversations, the chat text
 pub mod scenes; // scenes of several objects on a 3×3 grid
 pub mod toy;
