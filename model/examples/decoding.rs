@@ -22,7 +22,8 @@ use std::path::Path;
 use model::generate::log_softmax;
 use model::{
     Beam, Bigram, CONFIG_FILE, Generated, GenerationConfig, ModelConfig, Sampling, TOKENIZER_FILE,
-    WEIGHTS_FILE, beam_search, config_to_text, greedy, load_checkpoint, sample, save_checkpoint,
+    WEIGHTS_FILE, WEIGHTS_VERSION, beam_search, config_to_text, greedy, load_checkpoint, sample,
+    save_checkpoint, save_weights,
 };
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -92,6 +93,27 @@ fn checkpoint_errors() -> Result<String, Box<dyn Error>> {
             Box::new({
                 let t = config_text.replace("decoder.mlp_hidden = 16", "decoder.mlp_hidden = 24");
                 move |d| fs::write(d.join(CONFIG_FILE), &t)
+            }),
+        ),
+        (
+            "`text.width = 20000` in `config.txt`",
+            Box::new({
+                let t = config_text.replace("text.width = 8", "text.width = 20000");
+                move |d| fs::write(d.join(CONFIG_FILE), &t)
+            }),
+        ),
+        (
+            "one weight set to NaN",
+            Box::new({
+                let mut broken = model.clone();
+                broken.text_projection.weight[[0, 0]] = f32::NAN;
+                move |d| {
+                    let metadata = [("format_version", WEIGHTS_VERSION)]
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .into();
+                    save_weights(&d.join(WEIGHTS_FILE), &broken, &metadata)
+                        .map_err(std::io::Error::other)
+                }
             }),
         ),
         (

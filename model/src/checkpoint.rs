@@ -17,9 +17,12 @@
 //! everything before building the model and reports the first problem as a
 //! [`CheckpointError`] naming the file: a missing file, a truncated or
 //! corrupt weights file, a config that does not parse (with its line) or
-//! describes an impossible model, weights whose names or shapes differ from
-//! the config's model (every difference listed), a tokenizer whose
-//! vocabulary or special tokens disagree with the config.
+//! describes an impossible model, a config whose model is far larger than
+//! the weights file (refused before a single weight is allocated, see
+//! [`parameter_count`]), weights whose names or shapes differ from the
+//! config's model (every difference listed), a weight that is NaN or
+//! infinite (named), a tokenizer whose vocabulary or special tokens
+//! disagree with the config.
 //!
 //! ## The config format, version 1
 //! Plain text, one `key = value` per line; `#` starts a comment; blank lines
@@ -51,6 +54,11 @@ use crate::config::{
 /// The first setting of every config file this code writes and reads.
 pub const CONFIG_FORMAT: &str = "model-config 1";
 
+/// The largest `image.image_size` a config may give. Every image is resized
+/// to it before the model reads it, and a CNN's weights do not depend on it,
+/// so nothing else bounds what one image would cost.
+pub const MAX_IMAGE_SIZE: usize = 1024;
+
 /// Why a checkpoint could not be saved or loaded. Every variant names the
 /// file it is about.
 #[derive(Debug)]
@@ -68,6 +76,18 @@ pub enum CheckpointError {
     },
     /// `config.txt` parses but describes a model that cannot be built.
     ConfigInvalid { path: PathBuf, source: ConfigError },
+    /// `config.txt` describes a model whose parameters cannot be the ones in
+    /// the weights file (far more or far fewer bytes, see
+    /// [`crate::weights::sizes_fit`]), or too many to count; nothing was
+    /// allocated.
+    ConfigTooLarge {
+        path: PathBuf,
+        /// The model's parameter count (`None`: it overflows 64 bits).
+        params: Option<u64>,
+        weights: PathBuf,
+        /// Bytes in the weights file.
+        weights_bytes: u64,
+    },
     /// `model.safetensors` cannot be read, is truncated or corrupt, or its
     /// tensors differ from the config's model (missing, unexpected or
     /// wrongly shaped names, all listed).
@@ -116,6 +136,31 @@ impl fmt::Display for CheckpointError {
             } => write!(f, "{}:{line}: {message}", path.display()),
             ConfigInvalid { path, source } => {
                 write!(f, "{}: invalid config: {source}", path.display())
+            }
+            ConfigTooLarge {
+                path,
+                params,
+                weights,
+                weights_bytes,
+            } => {
+                match params {
+                    Some(n) => write!(
+                        f,
+                        "{}: describes a model of {n} parameters ({} bytes as f32)",
+                        path.display(),
+                        n.saturating_mul(4)
+                    )?,
+                    None => write!(
+                        f,
+                        "{}: describes a model of more parameters than can be counted",
+                        path.display()
+                    )?,
+                }
+                write!(
+                    f,
+                    ", but {} holds {weights_bytes} bytes: they do not belong together",
+                    weights.display()
+                )
             }
             Weights { source } => write!(f, "{source}"),
             WeightsVersion { path, found } => match found {
@@ -331,6 +376,19 @@ impl Settings {
         })
     }
 
+    /// A non-negative integer of at most `max`.
+    fn usize_at_most(&mut self, key: &str, max: usize) -> Result<usize, ConfigSyntaxError> {
+        let line = self.values.get(key).map_or(0, |(line, _)| *line);
+        let value = self.usize(key)?;
+        if value > max {
+            return Err(syntax(
+                line,
+                format!("`{key}` must be at most {max}, found {value}"),
+            ));
+        }
+        Ok(value)
+    }
+
     fn u32(&mut self, key: &str) -> Result<u32, ConfigSyntaxError> {
         let (line, value) = self.take(key)?;
         value
@@ -390,7 +448,8 @@ impl Settings {
 /// # Errors
 /// A [`ConfigSyntaxError`] with the line of the first problem: a line that is
 /// not `key = value`, a wrong or missing format header, a value that does not
-/// parse, a key set twice or unknown, or (line 0) a missing key.
+/// parse, a key set twice or unknown, an `image.image_size` above
+/// [`MAX_IMAGE_SIZE`], or (line 0) a missing key.
 pub fn config_from_text(text: &str) -> Result<ModelConfig, ConfigSyntaxError> {
     let mut s = Settings::parse(text)?;
     s.take("format")?; // checked by `parse`
@@ -409,7 +468,7 @@ pub fn config_from_text(text: &str) -> Result<ModelConfig, ConfigSyntaxError> {
     };
     let image = match s.choice("image.kind", &["vit", "cnn"])? {
         0 => ImageConfig::Vit(VitConfig {
-            image_size: s.usize("image.image_size")?,
+            image_size: s.usize_at_most("image.image_size", MAX_IMAGE_SIZE)?,
             in_channels: s.usize("image.in_channels")?,
             patch: s.usize("image.patch")?,
             depth: s.usize("image.depth")?,
@@ -420,7 +479,7 @@ pub fn config_from_text(text: &str) -> Result<ModelConfig, ConfigSyntaxError> {
             },
         }),
         _ => ImageConfig::Cnn {
-            image_size: s.usize("image.image_size")?,
+            image_size: s.usize_at_most("image.image_size", MAX_IMAGE_SIZE)?,
             cnn: CnnConfig {
                 in_channels: s.usize("image.in_channels")?,
                 channels: s.usize_list("image.channels")?,
@@ -571,7 +630,25 @@ pub fn load_checkpoint(dir: &Path) -> Result<Checkpoint, CheckpointError> {
         }
     })?;
     check_tokenizer(&tokenizer_path, &tokenizer, &config)?;
-    // 4. the weights: a model of the config's shape, every tensor checked
+    // 4. the weights: the config's model must be about the file's size
+    //    before it is built (a config edited to `text.width = 20000` would
+    //    otherwise allocate gigabytes for a 1 MB file) ...
+    let weights_bytes = std::fs::metadata(&weights_path)
+        .map_err(|source| CheckpointError::Io {
+            path: weights_path.clone(),
+            source,
+        })?
+        .len();
+    let params = parameter_count(&config);
+    if !params.is_some_and(|n| crate::weights::sizes_fit(weights_bytes, n.saturating_mul(4))) {
+        return Err(CheckpointError::ConfigTooLarge {
+            path: config_path,
+            params,
+            weights: weights_path,
+            weights_bytes,
+        });
+    }
+    //    ... then a model of the config's shape, every tensor checked
     let mut model = config
         .init(&mut StdRng::seed_from_u64(0)) // every weight is overwritten below
         .map_err(|source| CheckpointError::ConfigInvalid {
@@ -590,6 +667,108 @@ pub fn load_checkpoint(dir: &Path) -> Result<Checkpoint, CheckpointError> {
     Ok(Checkpoint { model, tokenizer })
 }
 // ANCHOR_END: load_checkpoint
+
+// ANCHOR: parameter_count
+/// The number of parameters of the model `config` describes, counted from
+/// the config alone, without allocating anything (`None` if the count
+/// overflows 64 bits): how [`load_checkpoint`] knows that a config cannot
+/// belong to a weights file before it builds the model.
+///
+/// It follows [`ModelConfig::init`] layer by layer; a test compares it with
+/// [`embedding::Params::num_params`] of built models.
+pub fn parameter_count(config: &ModelConfig) -> Option<u64> {
+    let n = |x: usize| x as u64;
+    // the layers, as their `init` functions build them
+    let linear = |c_in: u64, c_out: u64, bias: bool| {
+        c_in.checked_mul(c_out)?
+            .checked_add(if bias { c_out } else { 0 })
+    };
+    let layer_norm = |width: u64| width.checked_mul(2); // weight and bias
+    let sum = |parts: &[Option<u64>]| {
+        parts
+            .iter()
+            .try_fold(0u64, |acc, part| acc.checked_add((*part)?))
+    };
+    let block = |b: &BlockConfig| {
+        let (w, h) = (n(b.width), n(b.mlp_hidden));
+        sum(&[
+            layer_norm(w),                      // ln_1
+            linear(w, w.checked_mul(3)?, true), // attn.qkv
+            linear(w, w, true),                 // attn.proj
+            layer_norm(w),                      // ln_2
+            linear(w, h, true),                 // mlp.fc
+            linear(h, w, true),                 // mlp.proj
+        ])
+    };
+    let cross_block = |b: &BlockConfig, memory: u64| {
+        let w = n(b.width);
+        sum(&[
+            block(b),
+            layer_norm(w),                           // ln_cross
+            linear(w, w, true),                      // cross_attn.q
+            linear(memory, w.checked_mul(2)?, true), // cross_attn.kv
+            linear(w, w, true),                      // cross_attn.proj
+        ])
+    };
+    let blocks = |depth: usize, one: Option<u64>| one?.checked_mul(n(depth));
+    let (vocab, max_len) = (n(config.vocab), n(config.max_len));
+
+    let t = &config.text;
+    let text = sum(&[
+        vocab.checked_mul(n(t.width)),   // token_embedding
+        max_len.checked_mul(n(t.width)), // position_embedding
+        blocks(t.depth, block(&t.block())),
+        layer_norm(n(t.width)), // ln_final
+    ]);
+    let image = match &config.image {
+        ImageConfig::Vit(vit) => {
+            let w = n(vit.block.width);
+            let patch_in = n(vit.in_channels).checked_mul(n(vit.patch).checked_pow(2)?);
+            let tokens = n(vit.image_size.checked_div(vit.patch)?)
+                .checked_pow(2)?
+                .checked_add(1); // the patches and CLS
+            sum(&[
+                linear(patch_in?, w, true), // patch_embed: a convolution of stride = kernel
+                Some(w),                    // cls_token
+                tokens?.checked_mul(w),     // pos_embed
+                blocks(vit.depth, block(&vit.block)),
+                layer_norm(w), // norm
+            ])
+        }
+        ImageConfig::Cnn { cnn, .. } => {
+            let k2 = n(cnn.kernel).checked_pow(2)?;
+            let mut c_in = n(cnn.in_channels);
+            let mut convs = Vec::with_capacity(cnn.channels.len());
+            for &c_out in &cnn.channels {
+                convs.push(linear(c_in.checked_mul(k2)?, n(c_out), true));
+                c_in = n(c_out);
+            }
+            sum(&convs)
+        }
+    };
+    let d = &config.decoder;
+    let image_width = n(config.image.width());
+    let decoder = sum(&[
+        vocab.checked_mul(n(d.width)),   // token_embedding
+        max_len.checked_mul(n(d.width)), // position_embedding
+        blocks(d.depth, cross_block(&d.block(), image_width)),
+        layer_norm(n(d.width)), // ln_final
+        match d.head {
+            Head::Tied => Some(0),
+            Head::Separate => linear(n(d.width), vocab, false), // lm_head
+        },
+    ]);
+    let e = n(config.embed_dim);
+    sum(&[
+        image,
+        text,
+        linear(image_width, e, false), // image_projection
+        linear(n(t.width), e, false),  // text_projection
+        Some(1),                       // logit_scale
+        decoder,
+    ])
+}
+// ANCHOR_END: parameter_count
 
 /// The tokenizer's vocabulary size and special tokens against the config's.
 fn check_tokenizer(
@@ -623,9 +802,14 @@ fn check_tokenizer(
     Ok(())
 }
 
+/// The largest `config.txt` or `tokenizer.txt` read (64 MiB): far above
+/// any real one, and a bound on what a damaged or hostile file can make
+/// the loader allocate.
+pub const MAX_TEXT_FILE_BYTES: u64 = 64 << 20;
+
 /// A file's text, with a missing file told apart from other I/O errors.
 fn read_text(path: &Path) -> Result<String, CheckpointError> {
-    match std::fs::read(path) {
+    match crate::read_limited(path, MAX_TEXT_FILE_BYTES) {
         Ok(bytes) => String::from_utf8(bytes).map_err(|_| CheckpointError::Io {
             path: path.to_path_buf(),
             source: io::Error::new(io::ErrorKind::InvalidData, "not valid UTF-8"),
@@ -941,6 +1125,144 @@ mod tests {
         assert!(matches!(e, CheckpointError::VocabMismatch { .. }), "{e}");
         assert!(!other.exists(), "nothing is written for a mismatched pair");
         let _ = tokenizer;
+    }
+
+    #[test]
+    fn the_parameter_count_is_the_built_models() {
+        use embedding::Params;
+        let mut configs = configs();
+        configs.push(ModelConfig::tiny(300));
+        let mut cnn = ModelConfig::tiny(300);
+        cnn.image = ImageConfig::tiny_cnn();
+        configs.push(cnn);
+        for config in configs {
+            let model = config.init(&mut StdRng::seed_from_u64(0)).unwrap();
+            assert_eq!(
+                parameter_count(&config),
+                Some(model.num_params() as u64),
+                "{config:?}"
+            );
+        }
+        let mut huge = ModelConfig::tiny(300);
+        huge.text.width = 1 << 62;
+        huge.text.mlp_hidden = 1 << 62;
+        assert_eq!(parameter_count(&huge), None);
+    }
+
+    /// Random small shapes of every part: the count follows `init`.
+    #[test]
+    fn the_parameter_count_follows_init_for_random_shapes() {
+        use rand::Rng;
+        let mut rng = StdRng::seed_from_u64(7);
+        for _ in 0..40 {
+            let mut r = |lo: usize, hi: usize| rng.random_range(lo..hi);
+            let heads = r(1, 3);
+            let mut config = ModelConfig::micro(r(4, 20));
+            config.max_len = r(2, 6);
+            config.text = TextConfig {
+                width: heads * r(1, 3),
+                depth: r(1, 3),
+                n_head: heads,
+                mlp_hidden: r(1, 5),
+            };
+            config.decoder = DecoderConfig {
+                width: heads * r(1, 3),
+                depth: r(1, 3),
+                n_head: heads,
+                mlp_hidden: r(1, 5),
+                head: if r(0, 2) == 0 {
+                    Head::Tied
+                } else {
+                    Head::Separate
+                },
+            };
+            config.image = if r(0, 2) == 0 {
+                let patch = r(1, 3);
+                ImageConfig::Vit(VitConfig {
+                    image_size: patch * r(1, 3),
+                    in_channels: r(1, 4),
+                    patch,
+                    depth: r(1, 3),
+                    block: BlockConfig {
+                        width: heads * r(1, 3),
+                        n_head: heads,
+                        mlp_hidden: r(1, 5),
+                    },
+                })
+            } else {
+                let blocks = r(1, 3);
+                ImageConfig::Cnn {
+                    cnn: CnnConfig {
+                        in_channels: r(1, 4),
+                        channels: (0..blocks).map(|_| r(1, 4)).collect(),
+                        kernel: 2 * r(0, 2) + 1,
+                        pool: 1,
+                    },
+                    image_size: r(1, 5),
+                }
+            };
+            config.embed_dim = r(1, 5);
+            let model = config.init(&mut StdRng::seed_from_u64(0)).unwrap();
+            assert_eq!(
+                parameter_count(&config),
+                Some(embedding::Params::num_params(&model) as u64),
+                "{config:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_config_far_larger_than_the_weights_is_refused_before_building() {
+        let (folder, model, _) = Folder::saved("too-large");
+        let path = folder.file(CONFIG_FILE);
+        let text = config_to_text(model.config());
+        // 20000 wide: about 2 GB of weights for a file of some 50 kB
+        std::fs::write(&path, text.replace("text.width = 8", "text.width = 20000")).unwrap();
+        let e = load_error(&folder, CONFIG_FILE);
+        assert!(
+            matches!(e, CheckpointError::ConfigTooLarge { params: Some(n), .. } if n > 100_000_000),
+            "{e}"
+        );
+        assert!(e.to_string().contains("do not belong together"), "{e}");
+        // widths of 2^62 overflow every count: an error, not a panic in ndarray
+        let wide = 1usize << 62;
+        let text2 = text
+            .replace("text.width = 8", &format!("text.width = {wide}"))
+            .replace("text.mlp_hidden = 16", &format!("text.mlp_hidden = {wide}"));
+        std::fs::write(&path, text2).unwrap();
+        let e = load_error(&folder, CONFIG_FILE);
+        assert!(
+            matches!(e, CheckpointError::ConfigTooLarge { params: None, .. }),
+            "{e}"
+        );
+        // an image size no image should be resized to
+        std::fs::write(
+            &path,
+            text.replace("image.image_size = 8", "image.image_size = 100000"),
+        )
+        .unwrap();
+        let e = load_error(&folder, "config.txt:");
+        assert!(e.to_string().contains("at most 1024"), "{e}");
+    }
+
+    #[test]
+    fn a_non_finite_weight_is_refused_naming_the_tensor() {
+        let (folder, mut model, _) = Folder::saved("nan");
+        model.text_projection.weight[[0, 1]] = f32::NAN;
+        let metadata =
+            BTreeMap::from([("format_version".to_string(), WEIGHTS_VERSION.to_string())]);
+        crate::save_weights(&folder.file(WEIGHTS_FILE), &model, &metadata).unwrap();
+        let e = load_error(&folder, WEIGHTS_FILE);
+        assert!(e.to_string().contains("text_projection.weight"), "{e}");
+        assert!(
+            matches!(
+                e,
+                CheckpointError::Weights {
+                    source: WeightsError::NonFinite { count: 1, .. }
+                }
+            ),
+            "{e}"
+        );
     }
 
     #[test]

@@ -153,7 +153,11 @@ pub fn sampling_probs(logits: &ArrayRef1<f32>, sampling: &Sampling) -> Array1<f3
         p[argmax(logits)] = 1.0;
         return p;
     }
-    let mut scaled = logits.mapv(|x| x / sampling.temperature);
+    // (x − max) / T rather than x / T: the largest logit becomes 0 whatever
+    // the temperature, so a tiny T sends the others to −∞ (probability 0)
+    // instead of overflowing every logit to ±∞ (and the softmax to NaN)
+    let max = logits.fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+    let mut scaled = logits.mapv(|x| (x - max) / sampling.temperature);
     if let Some(k) = sampling.top_k.filter(|&k| k < v) {
         // the k-th largest scaled logit; everything strictly below it goes,
         // and among equal values the lower ids are kept
@@ -250,8 +254,10 @@ impl Beam {
 /// hypotheses have finished, no prefix is left alive, or the length limit is
 /// reached (live prefixes then count as unfinished hypotheses).
 ///
-/// Returns up to `W` hypotheses, best first by [`Beam::score`]. With `W = 1`
-/// this is exactly [`greedy`].
+/// Returns between 1 and `W` hypotheses, best first by [`Beam::score`].
+/// With `W = 1` this is exactly [`greedy`]. A step where no token has a
+/// finite log-probability (a model whose logits are NaN) ends the search
+/// with the live prefixes, unfinished.
 ///
 /// # Panics
 /// If `beam.width` is 0.
@@ -282,6 +288,11 @@ pub fn beam_search<M: NextToken>(
                 }
             }
             states.push(state);
+        }
+        if candidates.is_empty() {
+            // no token has a finite probability (NaN or −∞ logits
+            // everywhere): the live prefixes end here, unfinished
+            break;
         }
         // 2. rank all W·V extensions; ties go to the lower beam, then lower id
         candidates.sort_by(|a, b| b.2.total_cmp(&a.2).then(a.0.cmp(&b.0)).then(a.1.cmp(&b.1)));
@@ -491,6 +502,53 @@ mod tests {
         );
         assert_eq!(b[0].ids, g.ids);
         assert!(!b[0].finished);
+    }
+
+    /// A broken model: every logit NaN (as from a NaN weight).
+    struct NanModel;
+
+    impl NextToken for NanModel {
+        type State = ();
+        fn step(&self, _: &mut (), _: u32) -> Array1<f32> {
+            Array1::from_elem(5, f32::NAN)
+        }
+    }
+
+    #[test]
+    fn beam_search_on_nan_logits_returns_an_unfinished_hypothesis() {
+        for width in [1, 3] {
+            let beam = Beam {
+                width,
+                length_penalty: 1.0,
+            };
+            let b = beam_search(&NanModel, (), &cfg(5), &beam);
+            assert_eq!(b.len(), 1, "width {width}");
+            assert!(b[0].ids.is_empty() && !b[0].finished, "{b:?}");
+        }
+    }
+
+    #[test]
+    fn a_tiny_temperature_is_greedy_not_nan() {
+        let logits = array![1.0f32, 3.0, -2.0, 2.5];
+        for temperature in [1e-45, 1e-30, f32::MIN_POSITIVE] {
+            let p = sampling_probs(
+                &logits,
+                &Sampling {
+                    temperature,
+                    top_k: None,
+                },
+            );
+            assert_eq!(p, array![0.0, 1.0, 0.0, 0.0], "T = {temperature:e}");
+        }
+        // and a huge one flattens the distribution without overflow
+        let p = sampling_probs(
+            &logits,
+            &Sampling {
+                temperature: f32::MAX,
+                top_k: None,
+            },
+        );
+        assert!(p.iter().all(|&q| (q - 0.25).abs() < 1e-6), "{p}");
     }
 
     #[test]

@@ -137,7 +137,9 @@ pub use image_encoder::{ImageEncoder, ImageEncoderCache, ImageOutput};
 pub use model::{BATCH_SLICES, Model, ModelCache, ModelOutput, ModelOutputGrads, batch_slices};
 pub use safetensors::{FormatError, Tensors};
 pub use text_encoder::{TextEncoder, TextEncoderCache};
-pub use weights::{MismatchReport, WeightsError, load_weights, save_weights, write_atomic};
+pub use weights::{
+    MismatchReport, WeightsError, load_weights, read_limited, save_weights, write_atomic,
+};
 pub use zero_shot::{
     PROMPT_TEMPLATES, Ranked, ZeroShotClassifier, average_prompts, embed_texts, fill_template,
     l2_normalize_rows, prompts, recall_at_k, similarity, tokenize_texts, top_k, zero_shot_probs,

@@ -9,6 +9,11 @@
 //! weight: every name the module expects must be there with its shape, and
 //! nothing else may be. All differences are reported at once.
 //!
+//! It also checks what it reads before allocating or trusting it: a file
+//! much larger (or smaller) than the module's tensors is refused before it
+//! is read, and a tensor holding a NaN or an infinity is refused by name,
+//! so a damaged checkpoint never reaches the model.
+//!
 //! Writes are atomic: the bytes go to a temporary file beside the target,
 //! which is flushed and then renamed over it. A crash leaves either the old
 //! file or the new one, never half of one.
@@ -35,6 +40,35 @@ pub enum WeightsError {
         path: PathBuf,
         report: MismatchReport,
     },
+    /// The file's size is far from what the module's tensors take (see
+    /// [`sizes_fit`]): it is not read.
+    Size {
+        path: PathBuf,
+        /// Bytes in the file.
+        file: u64,
+        /// Bytes the module's tensors take.
+        tensors: u64,
+    },
+    /// A tensor holds NaN or infinite values: the file is damaged, or was
+    /// saved from a training that diverged.
+    NonFinite {
+        path: PathBuf,
+        /// The tensor's name.
+        name: String,
+        /// How many of its values are not finite.
+        count: usize,
+    },
+}
+
+/// Whether a weights file of `file` bytes can hold tensors of `tensors`
+/// bytes: neither may be more than twice the other plus 1 MiB (the header
+/// and some slack). Anything further apart cannot be the same tensors, so
+/// the file is refused before it is read or a model of that size is built;
+/// anything closer gets the tensor-by-tensor comparison of [`load_weights`].
+pub fn sizes_fit(file: u64, tensors: u64) -> bool {
+    const SLACK: u64 = 1 << 20;
+    let within = |a: u64, b: u64| a <= b.saturating_mul(2).saturating_add(SLACK);
+    within(file, tensors) && within(tensors, file)
 }
 
 /// How a weights file differs from the module it is loaded into.
@@ -99,6 +133,22 @@ impl fmt::Display for WeightsError {
                     path.display()
                 )
             }
+            WeightsError::Size {
+                path,
+                file,
+                tensors,
+            } => write!(
+                f,
+                "{}: the file holds {file} bytes but the model's tensors take {tensors}: \
+                 they do not belong together",
+                path.display()
+            ),
+            WeightsError::NonFinite { path, name, count } => write!(
+                f,
+                "{}: tensor {name} holds {count} NaN or infinite value(s): \
+                 the weights are damaged or come from a training that diverged",
+                path.display()
+            ),
         }
     }
 }
@@ -108,7 +158,9 @@ impl std::error::Error for WeightsError {
         match self {
             WeightsError::Io { source, .. } => Some(source),
             WeightsError::Format { source, .. } => Some(source),
-            WeightsError::Mismatch { .. } => None,
+            WeightsError::Mismatch { .. }
+            | WeightsError::Size { .. }
+            | WeightsError::NonFinite { .. } => None,
         }
     }
 }
@@ -136,6 +188,42 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     result
 }
 
+/// Reads a file a user may have pointed anywhere: only a regular file (not
+/// a FIFO that blocks forever, not `/dev/zero` that never ends), and at
+/// most `limit` bytes of it.
+///
+/// # Errors
+/// The I/O error; [`io::ErrorKind::InvalidInput`] for something that is
+/// not a regular file, [`io::ErrorKind::FileTooLarge`] for a file longer
+/// than `limit`.
+pub fn read_limited(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
+    use io::Read;
+    let meta = fs::metadata(path)?; // follows symbolic links
+    if !meta.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    let too_large = |len: u64| {
+        io::Error::new(
+            io::ErrorKind::FileTooLarge,
+            format!("the file holds {len} bytes, more than the {limit} allowed"),
+        )
+    };
+    if meta.len() > limit {
+        return Err(too_large(meta.len()));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    fs::File::open(path)?
+        .take(limit + 1) // the file may have grown since `metadata`
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(too_large(bytes.len() as u64));
+    }
+    Ok(bytes)
+}
+
 // ANCHOR: save
 /// Saves every parameter of `module` under its name, with `metadata` strings.
 ///
@@ -157,20 +245,36 @@ pub fn save_weights<P: Params>(
 // ANCHOR: load
 /// Loads the weights in `path` into `module` and returns the file's metadata.
 ///
-/// Nothing is changed unless every name and shape matches.
+/// Nothing is changed unless every name and shape matches and every value
+/// is finite.
 ///
 /// # Errors
-/// [`WeightsError::Io`] for an unreadable file, [`WeightsError::Format`] for
-/// a truncated or corrupt one, [`WeightsError::Mismatch`] listing every
-/// missing, unexpected or wrongly shaped tensor.
+/// [`WeightsError::Io`] for an unreadable file, [`WeightsError::Size`] for
+/// one whose size cannot match the module's (not read),
+/// [`WeightsError::Format`] for a truncated or corrupt one,
+/// [`WeightsError::Mismatch`] listing every missing, unexpected or wrongly
+/// shaped tensor, [`WeightsError::NonFinite`] naming the first tensor that
+/// holds a NaN or an infinity.
 pub fn load_weights<P: Params>(
     path: &Path,
     module: &mut P,
 ) -> Result<BTreeMap<String, String>, WeightsError> {
-    let bytes = fs::read(path).map_err(|source| WeightsError::Io {
+    let io_error = |source| WeightsError::Io {
         path: path.to_path_buf(),
         source,
-    })?;
+    };
+    // the file is read only if it can hold the module's tensors
+    let tensors = 4 * module.num_params() as u64;
+    let file = fs::metadata(path).map_err(io_error)?.len();
+    if !sizes_fit(file, tensors) {
+        return Err(WeightsError::Size {
+            path: path.to_path_buf(),
+            file,
+            tensors,
+        });
+    }
+    let limit = tensors.saturating_mul(2).saturating_add(1 << 20);
+    let bytes = read_limited(path, limit).map_err(io_error)?;
     let file = safetensors::from_bytes(&bytes).map_err(|source| WeightsError::Format {
         path: path.to_path_buf(),
         source,
@@ -202,6 +306,18 @@ pub fn load_weights<P: Params>(
             path: path.to_path_buf(),
             report,
         });
+    }
+    // a NaN would silently poison every output (`argmax` of NaN logits,
+    // "NaN %" probabilities): refuse it here, by name
+    for (name, tensor) in &stored {
+        let count = tensor.iter().filter(|v| !v.is_finite()).count();
+        if count > 0 {
+            return Err(WeightsError::NonFinite {
+                path: path.to_path_buf(),
+                name: name.clone(),
+                count,
+            });
+        }
     }
 
     for (name, mut param) in module.params_mut() {
@@ -310,6 +426,74 @@ mod tests {
         let err = load_weights(&temp("nope.safetensors"), &mut two_layers(0)).unwrap_err();
         assert!(matches!(err, WeightsError::Io { .. }), "{err}");
         assert!(err.to_string().contains("nope.safetensors"), "{err}");
+    }
+
+    #[test]
+    fn a_non_finite_value_is_refused_by_name_and_nothing_is_changed() {
+        let path = temp("nan.safetensors");
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let mut saved = two_layers(0);
+            saved[1].weight[[1, 2]] = bad;
+            save_weights(&path, &saved, &BTreeMap::new()).unwrap();
+            let mut target = two_layers(3);
+            let before = target.clone();
+            let err = load_weights(&path, &mut target).unwrap_err();
+            assert!(
+                matches!(&err, WeightsError::NonFinite { name, count: 1, .. } if name == "1.weight"),
+                "{err}"
+            );
+            assert!(
+                err.to_string()
+                    .contains("nan.safetensors: tensor 1.weight holds 1 NaN or infinite value"),
+                "{err}"
+            );
+            assert_eq!(target, before);
+        }
+    }
+
+    #[test]
+    fn a_file_far_larger_than_the_module_is_not_read() {
+        let path = temp("huge.safetensors");
+        // 600k floats: 2.4 MB, against a module of 24 floats
+        let big = vec![
+            LinearConfig {
+                c_in: 1000,
+                c_out: 600,
+                bias: false,
+            }
+            .init(&mut StdRng::seed_from_u64(0)),
+        ];
+        save_weights(&path, &big, &BTreeMap::new()).unwrap();
+        let err = load_weights(&path, &mut two_layers(0)).unwrap_err();
+        assert!(
+            matches!(err, WeightsError::Size { tensors: 96, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("do not belong together"), "{err}");
+        // and the other way round: a module far larger than the file
+        save_weights(&path, &two_layers(0), &BTreeMap::new()).unwrap();
+        let err = load_weights(&path, &mut big.clone()).unwrap_err();
+        assert!(matches!(err, WeightsError::Size { .. }), "{err}");
+        assert!(sizes_fit(100, 4_000));
+        assert!(!sizes_fit(3 << 20, 100));
+        assert!(!sizes_fit(0, u64::MAX));
+    }
+
+    #[test]
+    fn only_regular_files_of_bounded_size_are_read() {
+        let path = temp("limited.bin");
+        fs::write(&path, [7u8; 100]).unwrap();
+        assert_eq!(read_limited(&path, 100).unwrap().len(), 100);
+        let err = read_limited(&path, 99).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::FileTooLarge, "{err}");
+        assert!(err.to_string().contains("100 bytes"), "{err}");
+        // a folder, and a device that never ends
+        let err = read_limited(path.parent().unwrap(), 1 << 20).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+        if Path::new("/dev/zero").exists() {
+            let err = read_limited(Path::new("/dev/zero"), 1 << 20).unwrap_err();
+            assert!(err.to_string().contains("not a regular file"), "{err}");
+        }
     }
 
     #[test]

@@ -9,8 +9,13 @@
 //!
 //! [`Preprocess::to_image`] undoes 3 and [`save_png`] writes a tensor out,
 //! for figures. Files come from users, so every failure (a missing file, a
-//! corrupt or truncated one, another format) is an [`ImageError`] that names
-//! the file; nothing here panics on bad input.
+//! corrupt or truncated one, another format, something that is not a file
+//! at all, a picture too large to decode) is an [`ImageError`] that names
+//! the file; nothing here panics on bad input, and nothing reads or
+//! allocates without a bound: at most [`MAX_FILE_BYTES`] are read, and a
+//! header announcing more than [`MAX_SIDE`] pixels a side (a "decompression
+//! bomb": a few bytes that inflate to gigabytes) is refused before
+//! decoding.
 
 use std::error::Error;
 use std::fmt;
@@ -38,11 +43,20 @@ pub enum ImageError {
         /// What the decoder said.
         reason: String,
     },
-    /// A PNG or JPEG whose data is broken: corrupt, truncated, or too large to decode.
+    /// A PNG or JPEG whose data is broken: corrupt or truncated.
     Decode {
         /// The file, or the name given to the bytes.
         path: String,
         /// What the decoder said.
+        reason: String,
+    },
+    /// A file larger than [`MAX_FILE_BYTES`], or a picture whose header
+    /// announces more pixels than [`MAX_SIDE`] a side or more memory than
+    /// [`MAX_DECODE_BYTES`] to decode.
+    TooLarge {
+        /// The file, or the name given to the bytes.
+        path: String,
+        /// What is too large.
         reason: String,
     },
     /// The PNG encoder failed while writing the file.
@@ -82,6 +96,9 @@ impl fmt::Display for ImageError {
             ),
             ImageError::Decode { path, reason } => {
                 write!(f, "{path}: corrupt or truncated image ({reason})")
+            }
+            ImageError::TooLarge { path, reason } => {
+                write!(f, "{path}: image too large ({reason})")
             }
             ImageError::Encode { path, reason } => {
                 write!(f, "{path}: cannot encode the image ({reason})")
@@ -127,6 +144,13 @@ fn classify(path: &str, err: image::ImageError) -> ImageError {
             path,
             reason: e.to_string(),
         },
+        image::ImageError::Limits(e) => ImageError::TooLarge {
+            path,
+            reason: format!(
+                "{e}; at most {MAX_SIDE}×{MAX_SIDE} pixels and {} MiB to decode",
+                MAX_DECODE_BYTES >> 20
+            ),
+        },
         other => ImageError::Decode {
             path,
             reason: other.to_string(),
@@ -134,21 +158,59 @@ fn classify(path: &str, err: image::ImageError) -> ImageError {
     }
 }
 
+/// The largest image file read: 64 MiB, several times a large photo.
+pub const MAX_FILE_BYTES: u64 = 64 << 20;
+
+/// The most pixels a side of a decoded image may have.
+pub const MAX_SIDE: u32 = 16_384;
+
+/// The most memory the decoder may allocate for one image: 512 MiB.
+pub const MAX_DECODE_BYTES: u64 = 512 << 20;
+
 // ANCHOR: load_image
 /// Reads a PNG or JPEG file as 8-bit RGB (grey and alpha are converted).
 ///
-/// The format is guessed from the content, not the extension.
+/// The format is guessed from the content, not the extension. Only a
+/// regular file is read (a FIFO would block forever, `/dev/zero` never
+/// ends), and at most [`MAX_FILE_BYTES`] of it.
 ///
 /// # Errors
-/// [`ImageError::Io`] if the file cannot be read, [`ImageError::Unsupported`]
-/// if it is not a PNG or JPEG, [`ImageError::Decode`] if it is corrupt or truncated.
+/// [`ImageError::Io`] if the file cannot be read or is not a regular file,
+/// [`ImageError::TooLarge`] if it is larger than [`MAX_FILE_BYTES`] or
+/// announces too many pixels, [`ImageError::Unsupported`] if it is not a
+/// PNG or JPEG, [`ImageError::Decode`] if it is corrupt or truncated.
 pub fn load_image(path: impl AsRef<Path>) -> Result<RgbImage, ImageError> {
+    use io::Read;
     let path = path.as_ref();
     let name = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|source| ImageError::Io {
+    let io_error = |source| ImageError::Io {
         path: name.clone(),
         source,
-    })?;
+    };
+    let meta = std::fs::metadata(path).map_err(io_error)?; // follows symbolic links
+    if !meta.is_file() {
+        return Err(io_error(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        )));
+    }
+    let too_large = |len: u64| ImageError::TooLarge {
+        path: name.clone(),
+        reason: format!(
+            "the file holds {len} bytes; at most {} MiB are read",
+            MAX_FILE_BYTES >> 20
+        ),
+    };
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(too_large(meta.len()));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    std::fs::File::open(path)
+        .and_then(|file| file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(io_error)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(too_large(bytes.len() as u64)); // it grew since `metadata`
+    }
     load_image_bytes(&bytes, &name)
 }
 
@@ -156,9 +218,11 @@ pub fn load_image(path: impl AsRef<Path>) -> Result<RgbImage, ImageError> {
 ///
 /// # Errors
 /// [`ImageError::Unsupported`] if the bytes are not a PNG or JPEG,
-/// [`ImageError::Decode`] if they are corrupt or truncated.
+/// [`ImageError::Decode`] if they are corrupt or truncated,
+/// [`ImageError::TooLarge`] if the header announces more than [`MAX_SIDE`]
+/// pixels a side or more than [`MAX_DECODE_BYTES`] to decode.
 pub fn load_image_bytes(bytes: &[u8], name: &str) -> Result<RgbImage, ImageError> {
-    let reader = ImageReader::new(io::Cursor::new(bytes))
+    let mut reader = ImageReader::new(io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|source| ImageError::Io {
             path: name.to_string(),
@@ -179,10 +243,84 @@ pub fn load_image_bytes(bytes: &[u8], name: &str) -> Result<RgbImage, ImageError
             });
         }
     }
+    // the JPEG decoder fills a file cut short with grey and says nothing:
+    // check that the data reaches its end-of-image marker first
+    if reader.format() == Some(ImageFormat::Jpeg) && !jpeg_is_complete(bytes) {
+        return Err(ImageError::Decode {
+            path: name.to_string(),
+            reason: "the JPEG data ends before its end-of-image marker".to_string(),
+        });
+    }
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    limits.max_alloc = Some(MAX_DECODE_BYTES);
+    reader.limits(limits);
     let image = reader.decode().map_err(|e| classify(name, e))?;
     Ok(image.to_rgb8())
 }
 // ANCHOR_END: load_image
+
+// ANCHOR: jpeg_is_complete
+/// Whether JPEG bytes run from the start-of-image marker (`FF D8`) to the
+/// end-of-image marker (`FF D9`), walking the file's segments: each marker
+/// `FF xx` is followed by a two-byte length and its data (so a thumbnail
+/// inside the EXIF segment is skipped whole), except the restart markers
+/// `FF D0`–`FF D7`; after a start-of-scan segment (`FF DA`) comes the
+/// compressed data, where a literal `FF` byte is written `FF 00`, so the
+/// next `FF` not followed by `00` or a restart marker is the next marker.
+/// Bytes after the end-of-image marker are allowed (some cameras append
+/// data there).
+fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    if !bytes.starts_with(&[0xFF, 0xD8]) {
+        return false;
+    }
+    let mut i = 2;
+    loop {
+        // a marker: one or more FF bytes (the extra ones are fill), then its code
+        if bytes.get(i) != Some(&0xFF) {
+            return false;
+        }
+        while bytes.get(i) == Some(&0xFF) {
+            i += 1;
+        }
+        let Some(&marker) = bytes.get(i) else {
+            return false;
+        };
+        i += 1;
+        match marker {
+            0xD9 => return true,            // end of image
+            0xD0..=0xD7 | 0x01 => continue, // restart markers and TEM carry no length
+            _ => {}
+        }
+        let Some(length) = bytes.get(i..i + 2) else {
+            return false;
+        };
+        let length = u16::from_be_bytes([length[0], length[1]]) as usize;
+        if length < 2 {
+            return false;
+        }
+        i += length; // the length counts its own two bytes
+        if i > bytes.len() {
+            return false;
+        }
+        if marker == 0xDA {
+            // compressed data until a real marker
+            loop {
+                let Some(at) = bytes[i..].iter().position(|&b| b == 0xFF) else {
+                    return false;
+                };
+                i += at;
+                match bytes.get(i + 1) {
+                    None => return false,
+                    Some(0x00 | 0xD0..=0xD7) => i += 2, // a literal FF, or a restart
+                    Some(_) => break,                   // a marker (FF fill bytes included)
+                }
+            }
+        }
+    }
+}
+// ANCHOR_END: jpeg_is_complete
 
 /// How pixels become model input: the size and the per-channel normalisation.
 #[derive(Debug, Clone, PartialEq)]
@@ -478,6 +616,95 @@ mod tests {
         let err = load_image_bytes(&bytes[..20], "cut.jpg").unwrap_err();
         assert!(matches!(err, ImageError::Decode { .. }), "{err:?}");
         assert!(err.to_string().contains("cut.jpg"), "{err}");
+    }
+
+    #[test]
+    fn a_jpeg_cut_anywhere_is_a_decode_error() {
+        // large enough for several restart-free scan bytes and a real header
+        let image = RgbImage::from_fn(40, 24, |x, y| {
+            image::Rgb([(x * 6) as u8, (y * 9) as u8, 77])
+        });
+        let bytes = encoded(&image, ImageFormat::Jpeg);
+        assert!(load_image_bytes(&bytes, "whole.jpg").is_ok());
+        for cut in (4..bytes.len())
+            .step_by(7)
+            .chain([bytes.len() - 2, bytes.len() - 1])
+        {
+            let err = load_image_bytes(&bytes[..cut], "cut.jpg").unwrap_err();
+            assert!(
+                matches!(err, ImageError::Decode { .. }),
+                "cut at {cut} of {}: {err:?}",
+                bytes.len()
+            );
+            assert!(err.to_string().contains("cut.jpg"), "{err}");
+        }
+        // bytes after the end-of-image marker are not a truncation
+        let mut trailing = bytes.clone();
+        trailing.extend_from_slice(b"camera data");
+        assert!(load_image_bytes(&trailing, "trailing.jpg").is_ok());
+    }
+
+    /// CRC-32 (IEEE), as PNG chunks carry it.
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &b in bytes {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+
+    #[test]
+    fn a_decompression_bomb_is_too_large_not_corrupt() {
+        // a real 1×1 PNG whose header then claims 100000 × 100000 pixels (30 GB)
+        let mut bytes = encoded(&gradient(1, 1), ImageFormat::Png);
+        // signature (8), length (4), "IHDR" (4), width, height, ...
+        bytes[16..20].copy_from_slice(&100_000u32.to_be_bytes());
+        bytes[20..24].copy_from_slice(&100_000u32.to_be_bytes());
+        let crc = crc32(&bytes[12..29]); // type and 13 bytes of data
+        bytes[29..33].copy_from_slice(&crc.to_be_bytes());
+        let err = load_image_bytes(&bytes, "bomb.png").unwrap_err();
+        assert!(matches!(err, ImageError::TooLarge { .. }), "{err:?}");
+        let text = err.to_string();
+        assert!(text.contains("bomb.png: image too large"), "{text}");
+        assert!(!text.contains("corrupt"), "{text}");
+    }
+
+    #[test]
+    fn only_regular_files_of_bounded_size_are_read() {
+        let dir = temp_dir("not_files");
+        let err = load_image(&dir).unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+        if Path::new("/dev/zero").exists() {
+            let err = load_image("/dev/zero").unwrap_err();
+            assert!(
+                err.to_string().contains("/dev/zero: not a regular file"),
+                "{err}"
+            );
+        }
+        let fifo = dir.join("fifo.png");
+        let _ = std::fs::remove_file(&fifo);
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        if made.is_ok_and(|s| s.success()) {
+            // reading it would block until a writer came: it is refused instead
+            let err = load_image(&fifo).unwrap_err();
+            assert!(err.to_string().contains("not a regular file"), "{err}");
+        }
+        // a sparse file one byte over the limit: refused before reading
+        let big = dir.join("big.png");
+        std::fs::File::create(&big)
+            .unwrap()
+            .set_len(MAX_FILE_BYTES + 1)
+            .unwrap();
+        let err = load_image(&big).unwrap_err();
+        assert!(matches!(err, ImageError::TooLarge { .. }), "{err:?}");
+        std::fs::remove_file(&big).unwrap();
     }
 
     #[test]
