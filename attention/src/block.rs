@@ -203,6 +203,24 @@ impl Layer for Block {
     // ANCHOR_END: block_backward
 }
 
+impl Block {
+    // ANCHOR: block_backward_input
+    /// The input gradient alone, for a frozen block: the same path as
+    /// [`Layer::backward`], every sublayer's `backward_input`, and no
+    /// parameter gradient computed anywhere (a frozen language model still
+    /// passes the gradient down to what feeds it).
+    ///
+    /// # Shapes
+    /// - `dout: [B, T, C]` → `dx: [B, T, C]`
+    pub fn backward_input(&self, dout: &ArrayRef3<f32>, cache: &BlockCache) -> Array3<f32> {
+        let dln_2 = self.mlp.backward_input(dout, &cache.mlp);
+        let dx1 = self.ln_2.backward_input(&dln_2, &cache.ln_2) + dout;
+        let dln_1 = self.attn.backward_input(&dx1, &cache.attn);
+        self.ln_1.backward_input(&dln_1, &cache.ln_1) + &dx1
+    }
+    // ANCHOR_END: block_backward_input
+}
+
 impl Params for Block {
     fn params(&self) -> Vec<(String, ArrayViewD<'_, f32>)> {
         let mut list: Vec<_> = prefixed("ln_1", self.ln_1.params()).collect();
@@ -377,6 +395,25 @@ mod tests {
                 let noise: ndarray::ArrayD<f32> = init::normal(p.raw_dim(), 0.3, rng);
                 p += &noise;
             }
+        }
+    }
+
+    #[test]
+    fn backward_input_is_backward_without_the_parameter_gradients() {
+        let mut rng = StdRng::seed_from_u64(11);
+        let block = BlockConfig {
+            width: 8,
+            n_head: 2,
+            mlp_hidden: 16,
+        }
+        .init(&mut rng);
+        let x: Array3<f32> = init::normal((2, 5, 8), 1.0, &mut rng);
+        let dout: Array3<f32> = init::normal((2, 5, 8), 1.0, &mut rng);
+        for mask in [Mask::Causal, Mask::PrefixLm(vec![3, 1])] {
+            let (_, cache) = block.forward_masked(&x, &mask);
+            let mut grads = block.zeros_like();
+            let dx = block.backward(&dout, &cache, &mut grads);
+            assert_eq!(block.backward_input(&dout, &cache), dx, "{mask:?}");
         }
     }
 

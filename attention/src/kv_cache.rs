@@ -123,6 +123,27 @@ impl MultiHeadAttention {
     /// If `x` does not match the layer or the cache, or the cache overflows.
     #[track_caller]
     pub fn forward_incremental(&self, x: &ArrayRef3<f32>, cache: &mut KvCache) -> Array3<f32> {
+        self.forward_incremental_masked(x, cache, &Mask::Causal)
+    }
+    // ANCHOR_END: forward_incremental
+
+    /// [`MultiHeadAttention::forward_incremental`] with another mask over the
+    /// `len` cached and new keys, the new queries placed at the end: a prompt
+    /// fed in one go under [`Mask::PrefixLm`] sees itself both ways.
+    ///
+    /// # Shapes
+    /// - `x: [B, T_new, C]` → `out: [B, T_new, C]`
+    ///
+    /// # Panics
+    /// As [`MultiHeadAttention::forward_incremental`], or if a mask's lengths
+    /// are not `B`.
+    #[track_caller]
+    pub fn forward_incremental_masked(
+        &self,
+        x: &ArrayRef3<f32>,
+        cache: &mut KvCache,
+        mask: &Mask,
+    ) -> Array3<f32> {
         let (qkv, _) = self.qkv.forward(x); // [B, T_new, 3C]
         let mut heads = split_heads(&qkv, 3, self.n_head).into_iter(); // 3 x [B, H, T_new, D]
         let (q, k, v) = (
@@ -131,11 +152,10 @@ impl MultiHeadAttention {
             heads.next().unwrap(),
         ); // three parts by construction
         cache.append(&k, &v); // now [B, H, len, D]
-        // the new queries are the last T_new of len positions: Causal aligns them at the end
-        let (y, _) = attention_forward(&q, &cache.keys(), &cache.values(), &Mask::Causal);
+        // the new queries are the last T_new of len positions: masks align them at the end
+        let (y, _) = attention_forward(&q, &cache.keys(), &cache.values(), mask);
         self.proj.forward(&merge_heads(&[&y])).0 // [B, T_new, C]
     }
-    // ANCHOR_END: forward_incremental
 }
 
 impl Block {
@@ -153,9 +173,24 @@ impl Block {
     /// As [`MultiHeadAttention::forward_incremental`].
     #[track_caller]
     pub fn forward_incremental(&self, x: &ArrayRef3<f32>, cache: &mut KvCache) -> Array3<f32> {
+        self.forward_incremental_masked(x, cache, &Mask::Causal)
+    }
+
+    /// The block on `T_new` new tokens under another self-attention mask
+    /// (see [`MultiHeadAttention::forward_incremental_masked`]).
+    ///
+    /// # Shapes
+    /// - `x: [B, T_new, C]` → `out: [B, T_new, C]`
+    #[track_caller]
+    pub fn forward_incremental_masked(
+        &self,
+        x: &ArrayRef3<f32>,
+        cache: &mut KvCache,
+        mask: &Mask,
+    ) -> Array3<f32> {
         let x = self
             .attn
-            .forward_incremental(&self.ln_1.forward(x).0, cache)
+            .forward_incremental_masked(&self.ln_1.forward(x).0, cache, mask)
             + x;
         self.mlp.forward(&self.ln_2.forward(&x).0).0 + &x
     }
@@ -248,6 +283,25 @@ mod tests {
                 1e-5,
                 1e-5,
             );
+        }
+    }
+
+    #[test]
+    fn a_prefix_lm_prompt_then_one_token_at_a_time_equals_the_full_forward() {
+        let mut rng = StdRng::seed_from_u64(2);
+        let block = TINY.init(&mut rng);
+        let x: Array3<f32> = init::normal((2, 6, 8), 1.0, &mut rng);
+        // the first 3 (row 0) or 2 (row 1) positions see each other both ways
+        let mask = Mask::PrefixLm(vec![3, 2]);
+        let (want, _) = block.forward_masked(&x, &mask);
+        let mut cache = block.kv_cache(2, 6);
+        // the prompt: the first 3 positions in one go, under the same mask
+        let got = block.forward_incremental_masked(&x.slice(s![.., ..3, ..]), &mut cache, &mask);
+        assert_allclose("prompt", &got, &want.slice(s![.., ..3, ..]), 1e-5, 1e-5);
+        for t in 3..6 {
+            let got = block.forward_incremental(&x.slice(s![.., t..t + 1, ..]), &mut cache);
+            let want_t = want.slice(s![.., t..t + 1, ..]);
+            assert_allclose(&format!("token {t}"), &got, &want_t, 1e-5, 1e-5);
         }
     }
 

@@ -125,7 +125,6 @@ impl Layer for LayerNorm {
     }
     // ANCHOR_END: forward
 
-    // ANCHOR: backward
     /// # Shapes
     /// - `dout: [B, T, C]` → `dx: [B, T, C]`
     #[track_caller]
@@ -134,6 +133,30 @@ impl Layer for LayerNorm {
         dout: &ArrayRef3<f32>,
         cache: &LayerNormCache,
         grads: &mut LayerNorm,
+    ) -> Array3<f32> {
+        self.backward_into(dout, cache, Some(grads))
+    }
+}
+
+impl LayerNorm {
+    /// The input gradient alone, for a frozen LayerNorm: `dx` as
+    /// [`Layer::backward`] computes it, without the work of `dγ` and `dβ`.
+    ///
+    /// # Shapes
+    /// - `dout: [B, T, C]` → `dx: [B, T, C]`
+    #[track_caller]
+    pub fn backward_input(&self, dout: &ArrayRef3<f32>, cache: &LayerNormCache) -> Array3<f32> {
+        self.backward_into(dout, cache, None)
+    }
+
+    // ANCHOR: backward
+    /// [`Layer::backward`], and with `grads = None` the input gradient alone.
+    #[track_caller]
+    fn backward_into(
+        &self,
+        dout: &ArrayRef3<f32>,
+        cache: &LayerNormCache,
+        grads: Option<&mut LayerNorm>,
     ) -> Array3<f32> {
         let (batch, seq, dim) = dout.dim();
         assert_eq!(
@@ -147,17 +170,15 @@ impl Layer for LayerNorm {
         let mut dx = Array2::<f32>::zeros((batch * seq, dim));
         let mut norm = vec![0.0f32; dim]; // n, recomputed per row
         let mut dnorm = vec![0.0f32; dim]; // dn = dout ⊙ γ
-        // summed over rows here, then added to grads once (so backward twice is exactly 2×)
-        let mut dweight = Array1::<f32>::zeros(dim);
-        let mut dbias = Array1::<f32>::zeros(dim);
+        // summed over rows here, then added to grads once (so backward twice is
+        // exactly 2×); none for a frozen layer
+        let mut param_sums = grads
+            .is_some()
+            .then(|| (vec![0.0f32; dim], vec![0.0f32; dim])); // (dγ, dβ)
         // rows as slices zipped together, not `a[i]` indexing: no bounds checks, and
         // the loops vectorise (the arithmetic is the same, term by term)
         let weight = self.weight.as_standard_layout();
         let weight = weight.as_slice().unwrap();
-        let (dweight_s, dbias_s) = (
-            dweight.as_slice_mut().unwrap(),
-            dbias.as_slice_mut().unwrap(),
-        );
         let x_rows = cache.x.as_slice().unwrap().chunks_exact(dim); // row-major by construction
         let dout_rows = dout.as_slice().unwrap().chunks_exact(dim);
         let dx_rows = dx.as_slice_mut().unwrap().chunks_exact_mut(dim);
@@ -178,17 +199,21 @@ impl Layer for LayerNorm {
             }
             dnorm_mean /= dim as f32;
             dnorm_norm_mean /= dim as f32;
-            let terms = norm.iter().zip(&dnorm).zip(dout_bt);
-            let grads_i = dx_bt
-                .iter_mut()
-                .zip(dweight_s.iter_mut())
-                .zip(dbias_s.iter_mut());
-            for (((&n, &dn), &d), ((dx_i, dw_i), db_i)) in terms.zip(grads_i) {
+            if let Some((dweight, dbias)) = &mut param_sums {
                 // in the forward pass this was:
                 //   out = n ⊙ γ + β
                 // so now we have:
-                *db_i += d;
-                *dw_i += n * d;
+                for (((dw_i, db_i), &n), &d) in dweight
+                    .iter_mut()
+                    .zip(dbias.iter_mut())
+                    .zip(&norm)
+                    .zip(dout_bt)
+                {
+                    *db_i += d;
+                    *dw_i += n * d;
+                }
+            }
+            for ((&n, &dn), dx_i) in norm.iter().zip(&dnorm).zip(dx_bt.iter_mut()) {
                 // and through n = (x − μ)·rstd, three terms:
                 let mut dval = 0.0f32;
                 dval += dn; // term 1: the direct path
@@ -198,8 +223,10 @@ impl Layer for LayerNorm {
                 *dx_i += dval;
             }
         }
-        grads.weight += &dweight;
-        grads.bias += &dbias;
+        if let (Some(grads), Some((dweight, dbias))) = (grads, param_sums) {
+            grads.weight += &Array1::from(dweight);
+            grads.bias += &Array1::from(dbias);
+        }
         dx.into_shape_with_order((batch, seq, dim)).unwrap() // contiguous by construction
     }
     // ANCHOR_END: backward

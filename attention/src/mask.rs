@@ -15,6 +15,11 @@
 //! yourself". (PyTorch's `is_causal` aligns the *first* rows instead; the two
 //! only differ when `T_q ≠ T_kv`.)
 //!
+//! The prefix-LM mask of PaliGemma (and of T5's "prefix LM" before it) fits
+//! the same mould: the first `prefix[b]` positions (an image and the prompt)
+//! see each other in both directions, and every later position is causal. So
+//! query `i` sees the first `max(causal(i), prefix[b])` keys: still a prefix.
+//!
 //! A row that sees no key at all (key padding length 0, or a causal query
 //! placed before the first key when `T_q > T_kv`) is *fully masked*: its
 //! attention weights and its output are zeros, not NaN.
@@ -34,6 +39,10 @@ pub enum Mask {
     KeyPadding(Vec<usize>),
     /// Both: causal, and never past `lengths[b]`.
     CausalKeyPadding(Vec<usize>),
+    /// Prefix-LM: the first `prefix[b]` positions of sequence `b` see one
+    /// another both ways; later positions are causal (PaliGemma's image +
+    /// prompt, then the answer).
+    PrefixLm(Vec<usize>),
 }
 // ANCHOR_END: mask
 
@@ -61,6 +70,9 @@ impl Mask {
             Mask::Causal => causal(),
             Mask::KeyPadding(lengths) => padded(lengths),
             Mask::CausalKeyPadding(lengths) => causal().min(padded(lengths)),
+            // the prefix counts in key positions, so a query after a KV cache's
+            // past (T_kv > T_q) still sees the whole prefix
+            Mask::PrefixLm(prefix) => causal().max(padded(prefix)),
         }
     }
     // ANCHOR_END: visible_keys
@@ -71,7 +83,10 @@ impl Mask {
     /// If the mask carries lengths and there are not `batch` of them.
     #[track_caller]
     pub fn check_batch(&self, batch: usize) {
-        if let Mask::KeyPadding(lengths) | Mask::CausalKeyPadding(lengths) = self {
+        if let Mask::KeyPadding(lengths)
+        | Mask::CausalKeyPadding(lengths)
+        | Mask::PrefixLm(lengths) = self
+        {
             assert_eq!(
                 lengths.len(),
                 batch,
@@ -125,6 +140,29 @@ mod tests {
         assert_eq!(mask.visible_keys(0, 0, 4, 4), 1);
         assert_eq!(mask.visible_keys(1, 3, 4, 4), 0);
         assert_eq!(Mask::KeyPadding(vec![9]).visible_keys(0, 0, 2, 3), 3);
+    }
+
+    #[test]
+    fn prefix_lm_is_a_square_then_the_triangle() {
+        let dense = Mask::PrefixLm(vec![2]).to_dense(1, 4, 4);
+        let want = array![
+            [true, true, false, false],
+            [true, true, false, false],
+            [true, true, true, false],
+            [true, true, true, true]
+        ];
+        assert_eq!(dense.index_axis(ndarray::Axis(0), 0), want);
+        // a prefix of 0 or 1 is the causal mask; a prefix past the end sees everything
+        assert_eq!(
+            Mask::PrefixLm(vec![1]).to_dense(1, 4, 4),
+            Mask::Causal.to_dense(1, 4, 4)
+        );
+        assert_eq!(
+            Mask::PrefixLm(vec![9]).to_dense(1, 3, 3),
+            Mask::None.to_dense(1, 3, 3)
+        );
+        // one new query after a cached past of 5 keys sees all 6
+        assert_eq!(Mask::PrefixLm(vec![3]).visible_keys(0, 0, 1, 6), 6);
     }
 
     #[test]

@@ -344,6 +344,18 @@ impl Layer for Mlp {
     // ANCHOR_END: mlp_backward
 }
 
+impl Mlp {
+    /// The input gradient alone, for a frozen MLP (no parameter gradients).
+    ///
+    /// # Shapes
+    /// - `dout: [B, T, C]` → `dx: [B, T, C]`
+    pub fn backward_input(&self, dout: &ArrayRef3<f32>, cache: &MlpCache) -> Array3<f32> {
+        let da = self.proj.backward_input(dout); // [B, T, hidden]
+        let dh = gelu_backward(&da, &cache.h); // [B, T, hidden]
+        self.fc.backward_input(&dh) // [B, T, C]
+    }
+}
+
 impl Params for Mlp {
     fn params(&self) -> Vec<(String, ArrayViewD<'_, f32>)> {
         let mut list: Vec<_> = prefixed("fc", self.fc.params()).collect();

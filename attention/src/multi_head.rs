@@ -184,6 +184,25 @@ impl Layer for MultiHeadAttention {
     // ANCHOR_END: backward
 }
 
+impl MultiHeadAttention {
+    /// The input gradient alone, for a frozen layer: attention's backward
+    /// with both Linears' `backward_input` (no `dW`, no `db`).
+    ///
+    /// # Shapes
+    /// - `dout: [B, T, C]` → `dx: [B, T, C]`
+    pub fn backward_input(
+        &self,
+        dout: &ArrayRef3<f32>,
+        cache: &MultiHeadAttentionCache,
+    ) -> Array3<f32> {
+        let dy = self.proj.backward_input(dout); // [B, T, C]
+        let dy = split_heads(&dy, 1, self.n_head).remove(0); // un-merge: [B, H, T, D]
+        let d = attention_backward(&dy, &cache.q, &cache.k, &cache.v, &cache.probs);
+        let dqkv = merge_heads(&[&d.dq, &d.dk, &d.dv]); // un-split: [B, T, 3C]
+        self.qkv.backward_input(&dqkv) // [B, T, C]
+    }
+}
+
 impl Params for MultiHeadAttention {
     fn params(&self) -> Vec<(String, ArrayViewD<'_, f32>)> {
         let mut list: Vec<_> = prefixed("qkv", self.qkv.params()).collect();

@@ -115,6 +115,32 @@ impl Linear {
         out
     }
     // ANCHOR_END: forward_naive
+
+    // ANCHOR: backward_input
+    /// The input gradient alone, for a frozen layer: `dx = dout W`, without
+    /// `dW` and `db` (PyTorch skips them the same way for parameters that do
+    /// not require a gradient). A third of the backward pass's multiply-adds.
+    ///
+    /// # Shapes
+    /// - `dout: [B, T, C_out]` → `dx: [B, T, C_in]`
+    ///
+    /// # Panics
+    /// If `dout`'s last axis is not `C_out`.
+    #[track_caller]
+    pub fn backward_input(&self, dout: &ArrayRef3<f32>) -> Array3<f32> {
+        let (batch, seq, c_out) = dout.dim();
+        assert_eq!(
+            c_out,
+            self.c_out(),
+            "linear backward: dout is {:?}, weight is {:?}",
+            dout.dim(),
+            self.weight.dim()
+        );
+        let dout = dout.to_shape((batch * seq, c_out)).unwrap(); // [B*T, C_out], a view when contiguous
+        let dx = matmul(&dout, &self.weight); // [B*T, C_out] x [C_out, C_in] -> [B*T, C_in]
+        dx.into_shape_with_order((batch, seq, self.c_in())).unwrap() // contiguous by construction
+    }
+    // ANCHOR_END: backward_input
 }
 
 impl Layer for Linear {
@@ -217,6 +243,23 @@ mod tests {
         let x = array![[[1., 1.]]];
         let (out, _) = layer.forward(&x);
         assert_eq!(out, array![[[4., 7., 10.]]]);
+    }
+
+    #[test]
+    fn backward_input_is_backward_without_the_parameter_gradients() {
+        let mut rng = StdRng::seed_from_u64(5);
+        let layer = LinearConfig {
+            c_in: 4,
+            c_out: 3,
+            bias: true,
+        }
+        .init(&mut rng);
+        let x: Array3<f32> = init::normal((2, 3, 4), 1.0, &mut rng);
+        let dout: Array3<f32> = init::normal((2, 3, 3), 1.0, &mut rng);
+        let (_, cache) = layer.forward(&x);
+        let mut grads = layer.zeros_like();
+        let dx = layer.backward(&dout, &cache, &mut grads);
+        assert_eq!(layer.backward_input(&dout), dx);
     }
 
     #[test]
