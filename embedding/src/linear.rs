@@ -141,6 +141,32 @@ impl Linear {
         dx.into_shape_with_order((batch, seq, self.c_in())).unwrap() // contiguous by construction
     }
     // ANCHOR_END: backward_input
+
+    /// The parameter gradients alone, for a first layer whose input needs no
+    /// gradient (its producer is frozen, or it is data): `dW += doutᵀ x`,
+    /// `db += Σ_rows dout`, without the `dx = dout W` product.
+    ///
+    /// # Shapes
+    /// - `dout: [B, T, C_out]`
+    ///
+    /// # Panics
+    /// If `dout`'s last axis is not `C_out` or its rows are not the cached input's.
+    #[track_caller]
+    pub fn backward_params(&self, dout: &ArrayRef3<f32>, cache: &LinearCache, grads: &mut Linear) {
+        let (batch, seq, c_out) = dout.dim();
+        assert!(
+            c_out == self.c_out() && batch * seq == cache.x.nrows(),
+            "linear backward: dout is {:?}, weight is {:?}, the input had {} rows",
+            dout.dim(),
+            self.weight.dim(),
+            cache.x.nrows()
+        );
+        let dout = dout.to_shape((batch * seq, c_out)).unwrap(); // [B*T, C_out], a view when contiguous
+        gemm(1.0, &dout.t(), &cache.x, 1.0, &mut grads.weight); // dW += doutᵀ x: [C_out, C_in]
+        if let Some(dbias) = &mut grads.bias {
+            *dbias += &dout.sum_axis(Axis(0)); // db += Σ_rows dout: [C_out]
+        }
+    }
 }
 
 impl Layer for Linear {
@@ -260,6 +286,9 @@ mod tests {
         let mut grads = layer.zeros_like();
         let dx = layer.backward(&dout, &cache, &mut grads);
         assert_eq!(layer.backward_input(&dout), dx);
+        let mut params_only = layer.zeros_like();
+        layer.backward_params(&dout, &cache, &mut params_only);
+        assert_eq!(params_only, grads);
     }
 
     #[test]
