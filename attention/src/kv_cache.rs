@@ -16,7 +16,7 @@
 //! batch must have the same prompt length (captions all start from one start
 //! token); the outputs of sequences that have already finished are ignored.
 
-use ndarray::{Array3, Array4, ArrayRef3, ArrayRef4, ArrayView4, s};
+use ndarray::{Array3, Array4, ArrayRef3, ArrayRef4, ArrayView4, Axis, s};
 
 use crate::attention::attention_forward;
 use crate::block::{Block, CrossBlock};
@@ -103,6 +103,23 @@ impl KvCache {
     /// The cached values: `[B, H, len, D]`.
     pub fn values(&self) -> ArrayView4<'_, f32> {
         self.v.slice(s![.., .., ..self.len, ..])
+    }
+
+    /// A cache whose sequence `i` is this cache's sequence `rows[i]`, with the
+    /// same capacity: rows may repeat or be dropped (beam search keeps its
+    /// best hypotheses, a sampler drops finished ones).
+    ///
+    /// # Panics
+    /// If a row index is out of range.
+    #[track_caller]
+    pub fn select(&self, rows: &[usize]) -> KvCache {
+        let (_, n_head, capacity, head_dim) = self.k.dim();
+        let mut fresh = KvCache::new(rows.len(), n_head, head_dim, capacity);
+        fresh.append(
+            &self.keys().select(Axis(0), rows),
+            &self.values().select(Axis(0), rows),
+        );
+        fresh
     }
 }
 

@@ -25,14 +25,14 @@
 
 use attention::{CrossBlock, CrossBlockCache, KvCache, LayerNorm, LayerNormCache, Mask, MemoryKv};
 use embedding::{
-    Embedding, EmbeddingCache, EmbeddingConfig, Layer, LearnedPositions, Linear, LinearCache,
-    LinearConfig, Params, prefixed,
+    Embedding, EmbeddingCache, EmbeddingConfig, Layer, LearnedPositions, Linear, LinearConfig,
+    Params, prefixed,
 };
-use embedding::{gemm, matmul};
 use ndarray::{Array2, Array3, Array4, ArrayRef2, ArrayRef3, ArrayViewD, ArrayViewMutD, Axis, s};
 use rand::Rng;
 
 use crate::config::{DecoderConfig, Head};
+use crate::lm_head::{HeadCache, HeadGrads, head_backward, head_forward};
 
 // ANCHOR: decoder_struct
 /// The caption decoder.
@@ -60,11 +60,6 @@ pub struct DecoderCache {
     memory_dims: (usize, usize, usize), // (B, N_img, C_img)
 }
 
-#[derive(Debug, Clone)]
-enum HeadCache {
-    Tied { h: Array2<f32> }, // [B*T, C]: ln_final's output, what the tied head multiplied
-    Separate(LinearCache),
-}
 // ANCHOR_END: decoder_struct
 
 impl DecoderCache {
@@ -199,25 +194,9 @@ impl Decoder {
     }
     // ANCHOR_END: decoder_forward
 
-    // ANCHOR: tied_head
     /// `h: [B, T, C]` → `logits: [B, T, V]`, through the tied table or `lm_head`.
     fn head_forward(&self, h: Array3<f32>) -> (Array3<f32>, HeadCache) {
-        let (batch, seq, width) = h.dim();
-        match &self.lm_head {
-            None => {
-                let h = h.into_shape_with_order((batch * seq, width)).unwrap(); // [B*T, C], contiguous by construction
-                let wte = &self.token_embedding.weight; // [V, C]
-                let logits = matmul(&h, &wte.t()); // [B*T, C] x [C, V] -> [B*T, V]
-                let logits = logits
-                    .into_shape_with_order((batch, seq, self.vocab()))
-                    .unwrap(); // contiguous by construction
-                (logits, HeadCache::Tied { h })
-            }
-            Some(lm_head) => {
-                let (logits, cache) = lm_head.forward(&h);
-                (logits, HeadCache::Separate(cache))
-            }
-        }
+        head_forward(&self.token_embedding, self.lm_head.as_ref(), h)
     }
 
     /// The head's backward: `dlogits: [B, T, V]` → `dh: [B, T, C]`.
@@ -227,26 +206,18 @@ impl Decoder {
         cache: &HeadCache,
         grads: &mut Decoder,
     ) -> Array3<f32> {
-        match (cache, &self.lm_head, &mut grads.lm_head) {
-            (HeadCache::Tied { h }, None, None) => {
-                let (batch, seq, vocab) = dlogits.dim();
-                let dlogits = dlogits.to_shape((batch * seq, vocab)).unwrap(); // [B*T, V]
-                let wte = &self.token_embedding.weight; // [V, C]
-                // in the forward pass this was:
-                //   logits = h Wteᵀ
-                // so now we have, added to what the embedding's own use contributes:
-                gemm(1.0, &dlogits.t(), h, 1.0, &mut grads.token_embedding.weight); // dWte += dlogitsᵀ h: [V, C]
-                let dh = matmul(&dlogits, wte); // [B*T, V] x [V, C] -> [B*T, C]
-                dh.into_shape_with_order((batch, seq, self.width()))
-                    .unwrap() // contiguous by construction
-            }
-            (HeadCache::Separate(cache), Some(lm_head), Some(grads)) => {
-                lm_head.backward(dlogits, cache, grads)
-            }
-            _ => panic!("decoder backward: the cache or the grads have the other kind of head"),
-        }
+        let grads = HeadGrads {
+            token_embedding: &mut grads.token_embedding,
+            lm_head: grads.lm_head.as_mut(),
+        };
+        head_backward(
+            &self.token_embedding,
+            self.lm_head.as_ref(),
+            dlogits,
+            cache,
+            Some(grads),
+        )
     }
-    // ANCHOR_END: tied_head
 
     // ANCHOR: decoder_backward
     /// Adds the parameter gradients into `grads` and returns the gradient of
@@ -409,19 +380,7 @@ impl DecoderState {
                 v: m.v.select(Axis(0), rows),
             })
             .collect();
-        let caches = self
-            .caches
-            .iter()
-            .map(|c| {
-                let (_, n_head, _, head_dim) = c.keys().dim();
-                let mut fresh = KvCache::new(rows.len(), n_head, head_dim, c.capacity());
-                fresh.append(
-                    &c.keys().select(Axis(0), rows),
-                    &c.values().select(Axis(0), rows),
-                );
-                fresh
-            })
-            .collect();
+        let caches = self.caches.iter().map(|c| c.select(rows)).collect();
         DecoderState { memory, caches }
     }
 }
