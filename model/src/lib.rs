@@ -106,19 +106,29 @@
 //! - Hugging Face safetensors: the file format.
 
 pub mod caption;
+pub mod chat;
 pub mod checkpoint;
 pub mod config;
 pub mod decoder;
 pub mod generate;
 pub mod heads;
 pub mod image_encoder;
+pub mod lm;
+mod lm_head;
 pub mod model;
+pub mod projector;
 pub mod safetensors;
 pub mod text_encoder;
+pub mod vlm;
+pub mod vlm_generate;
 pub mod weights;
 pub mod zero_shot;
 
 pub use caption::{CachedDecoder, Caption, Captioner, UncachedDecoder, decode, greedy_batched};
+pub use chat::{
+    ASSISTANT, AnswerLoss, CHAT_SPECIAL_TOKENS, ChatError, ChatExample, ChatTokens, END, ImageSlot,
+    Turn, USER, answer_loss, collate, encode_chat, encode_prompt, encode_user,
+};
 pub use checkpoint::{
     CONFIG_FILE, CONFIG_FORMAT, Checkpoint, CheckpointError, ConfigSyntaxError, TOKENIZER_FILE,
     WEIGHTS_FILE, WEIGHTS_VERSION, config_from_text, config_to_text, load_checkpoint, load_config,
@@ -134,9 +144,16 @@ pub use generate::{
 };
 pub use heads::{L2_EPS, l2_normalize, l2_normalize_backward, projection};
 pub use image_encoder::{ImageEncoder, ImageEncoderCache, ImageOutput};
+pub use lm::{LanguageModel, LmCache, LmConfig, LmState, LmTextCache};
 pub use model::{BATCH_SLICES, Model, ModelCache, ModelOutput, ModelOutputGrads, batch_slices};
+pub use projector::{
+    ImageGrid, Projector, ProjectorCache, ProjectorConfig, ProjectorKind, TokenPool,
+    select_and_pool, select_and_pool_backward,
+};
 pub use safetensors::{FormatError, Tensors};
 pub use text_encoder::{TextEncoder, TextEncoderCache};
+pub use vlm::{Freeze, Vlm, VlmCache, VlmConfig, VlmMask, VlmState, splice, unsplice, validate_lm};
+pub use vlm_generate::{Answer, CachedVlm, Chat, UncachedVlm};
 pub use weights::{
     MismatchReport, WeightsError, load_weights, read_limited, save_weights, write_atomic,
 };
