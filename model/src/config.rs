@@ -158,6 +158,83 @@ impl ImageConfig {
         }
     }
 
+    /// Checks that a tower of this shape can be built and read images.
+    ///
+    /// # Errors
+    /// The first problem found, as a [`ConfigError`] naming the `image.*` field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        use ConfigError::*;
+        let positive = |field: &'static str, value: usize| {
+            if value == 0 {
+                Err(Zero { field })
+            } else {
+                Ok(())
+            }
+        };
+        let divides = |field: &'static str, value: usize, by_field: &'static str, by: usize| {
+            if value.is_multiple_of(by) {
+                Ok(())
+            } else {
+                Err(NotDivisible {
+                    field,
+                    value,
+                    by_field,
+                    by,
+                })
+            }
+        };
+        positive("image.image_size", self.image_size())?;
+        positive("image.in_channels", self.in_channels())?;
+        match self {
+            ImageConfig::Vit(vit) => {
+                positive("image.patch", vit.patch)?;
+                positive("image.depth", vit.depth)?;
+                positive("image.width", vit.block.width)?;
+                positive("image.n_head", vit.block.n_head)?;
+                positive("image.mlp_hidden", vit.block.mlp_hidden)?;
+                divides(
+                    "image.width",
+                    vit.block.width,
+                    "image.n_head",
+                    vit.block.n_head,
+                )?;
+                divides("image.image_size", vit.image_size, "image.patch", vit.patch)?;
+            }
+            ImageConfig::Cnn { cnn, image_size } => {
+                positive("image.channels", cnn.channels.len())?;
+                for &c in &cnn.channels {
+                    positive("image.channels", c)?;
+                }
+                positive("image.pool", cnn.pool)?;
+                if cnn.kernel % 2 == 0 {
+                    return Err(EvenKernel { kernel: cnn.kernel });
+                }
+                if self.num_tokens() == 0 {
+                    return Err(ImageTooSmall {
+                        image_size: *image_size,
+                        blocks: cnn.channels.len(),
+                        pool: cnn.pool,
+                    });
+                }
+            }
+        }
+
+        Ok(())
+    }
+
+    /// Where the tower's tokens lie: a CLS token first (ViT), then a square grid.
+    pub fn grid(&self) -> crate::ImageGrid {
+        let (cls, cells) = match self {
+            ImageConfig::Vit(vit) => (true, vit.num_patches()),
+            ImageConfig::Cnn { .. } => (false, self.num_tokens()),
+        };
+        crate::ImageGrid {
+            cls,
+            side: cells.isqrt(),
+            width: self.width(),
+        }
+    }
+
     /// Number of image tokens `N_img` the decoder cross-attends to.
     pub fn num_tokens(&self) -> usize {
         match self {
@@ -387,41 +464,7 @@ impl ModelConfig {
         )?;
 
         // the image tower
-        positive("image.image_size", self.image.image_size())?;
-        positive("image.in_channels", self.image.in_channels())?;
-        match &self.image {
-            ImageConfig::Vit(vit) => {
-                positive("image.patch", vit.patch)?;
-                positive("image.depth", vit.depth)?;
-                positive("image.width", vit.block.width)?;
-                positive("image.n_head", vit.block.n_head)?;
-                positive("image.mlp_hidden", vit.block.mlp_hidden)?;
-                divides(
-                    "image.width",
-                    vit.block.width,
-                    "image.n_head",
-                    vit.block.n_head,
-                )?;
-                divides("image.image_size", vit.image_size, "image.patch", vit.patch)?;
-            }
-            ImageConfig::Cnn { cnn, image_size } => {
-                positive("image.channels", cnn.channels.len())?;
-                for &c in &cnn.channels {
-                    positive("image.channels", c)?;
-                }
-                positive("image.pool", cnn.pool)?;
-                if cnn.kernel % 2 == 0 {
-                    return Err(EvenKernel { kernel: cnn.kernel });
-                }
-                if self.image.num_tokens() == 0 {
-                    return Err(ImageTooSmall {
-                        image_size: *image_size,
-                        blocks: cnn.channels.len(),
-                        pool: cnn.pool,
-                    });
-                }
-            }
-        }
+        self.image.validate()?;
 
         // the decoder and the shared space
         positive("decoder.width", self.decoder.width)?;
@@ -479,6 +522,12 @@ pub enum ConfigError {
     },
     /// The logit scale must be finite and start at most at its maximum.
     LogitScale { init: f32, max: f32 },
+    /// The projector cannot read the tower's tokens as configured.
+    Projector { message: String },
+    /// Two of the chat format's special tokens share an ID.
+    ChatTokensNotDistinct { ids: Vec<u32> },
+    /// The language model's positions cannot hold the image and a turn.
+    LmTooShort { max_len: usize, image_tokens: usize },
 }
 // ANCHOR_END: config_error
 
@@ -521,6 +570,20 @@ impl fmt::Display for ConfigError {
             ConfigError::LogitScale { init, max } => write!(
                 f,
                 "logit_scale_init = {init} must be finite and at most logit_scale_max = {max}"
+            ),
+            ConfigError::Projector { message } => write!(f, "{message}"),
+            ConfigError::ChatTokensNotDistinct { ids } => write!(
+                f,
+                "the chat tokens (image, user, assistant, end, pad) must differ, got {ids:?}"
+            ),
+            ConfigError::LmTooShort {
+                max_len,
+                image_tokens,
+            } => write!(
+                f,
+                "lm.max_len = {max_len} cannot hold {image_tokens} image tokens and a turn \
+                 (needs at least {})",
+                image_tokens + 4
             ),
         }
     }
