@@ -45,23 +45,20 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokenizer::{Tokenizer, TokenizerError};
 
-/// Starts a user turn.
-pub const USER: &str = "<|user|>";
-/// Starts an assistant turn.
-pub const ASSISTANT: &str = "<|assistant|>";
-/// Ends an assistant turn.
-pub const END: &str = "<|end|>";
+pub use model::chat::{ASSISTANT, END, USER};
+
 /// The special tokens of a chat tokenizer, in ID order after the merges:
-/// the chat markers first, then `<|bos|>`, `<|eos|>`, `<|pad|>` as the last
-/// three, where the captioning model expects them.
+/// `<|bos|>`, `<|eos|>`, `<|pad|>` as for captions, then the chat's
+/// [`model::chat::CHAT_SPECIAL_TOKENS`] (`<|image|>`, `<|user|>`,
+/// `<|assistant|>`, `<|end|>`).
 pub const CHAT_SPECIAL: [&str; 7] = [
-    tokenizer::IMAGE,
-    USER,
-    ASSISTANT,
-    END,
     tokenizer::BOS,
     tokenizer::EOS,
     tokenizer::PAD,
+    model::chat::CHAT_SPECIAL_TOKENS[0],
+    model::chat::CHAT_SPECIAL_TOKENS[1],
+    model::chat::CHAT_SPECIAL_TOKENS[2],
+    model::chat::CHAT_SPECIAL_TOKENS[3],
 ];
 
 /// The question families, for evaluation tables.
@@ -457,6 +454,14 @@ pub struct Conversation {
 }
 
 impl Conversation {
+    /// The turns as `model::chat` encodes them ([`model::chat::encode_chat`]).
+    pub fn chat_turns(&self) -> Vec<model::chat::Turn> {
+        self.turns
+            .iter()
+            .map(|t| model::chat::Turn::new(t.user.as_str(), t.assistant.as_str()))
+            .collect()
+    }
+
     /// The whole conversation as the model reads it: `<|user|> text
     /// <|assistant|> answer <|end|>` for each turn, separated by spaces.
     pub fn transcript(&self) -> String {
@@ -1593,9 +1598,12 @@ mod tests {
         for m in CHAT_SPECIAL {
             assert!(tok.special_id(m).is_some(), "{m}");
         }
+        // the IDs model::chat and the captioning model look up
+        assert!(model::chat::ChatTokens::from_tokenizer(&tok).is_ok());
+        assert!(model::SpecialTokens::from_tokenizer(&tok).is_ok());
         let v = tok.vocab_size() as u32;
-        assert_eq!(tok.special_id(tokenizer::PAD), Some(v - 1));
-        assert_eq!(tok.special_id(tokenizer::BOS), Some(v - 3));
+        assert_eq!(tok.special_id(tokenizer::BOS), Some(v - 7));
+        assert_eq!(tok.special_id(END), Some(v - 1));
         // the world's words are single tokens
         let question = "which shape is closest to the magenta one in the picture?";
         assert_eq!(tok.encode_ordinary(question).len(), 12, "{question}");
@@ -1603,6 +1611,20 @@ mod tests {
         let text = ex.conversation.transcript();
         let ids = tok.encode(&text, tokenizer::AllowedSpecial::All).unwrap();
         assert_eq!(tok.decode(&ids).unwrap(), text);
+        // model::chat reads every generated conversation, learning only the
+        // answers and their <|end|>
+        let chat = model::chat::ChatTokens::from_tokenizer(&tok).unwrap();
+        for ex in d.batch(2, 50).0 {
+            let turns = ex.conversation.chat_turns();
+            let encoded =
+                model::chat::encode_chat(&tok, &chat, &turns, model::chat::ImageSlot::Required)
+                    .unwrap();
+            let answer_tokens: usize = turns
+                .iter()
+                .map(|t| tok.encode_ordinary(&t.assistant).len() + 1)
+                .sum();
+            assert_eq!(encoded.weights.iter().sum::<f32>(), answer_tokens as f32);
+        }
     }
 
     #[test]
