@@ -92,6 +92,14 @@ pub enum CheckpointError {
     /// tensors differ from the config's model (missing, unexpected or
     /// wrongly shaped names, all listed).
     Weights { source: crate::WeightsError },
+    /// A part taken from another checkpoint (a CLIP run's image tower, a
+    /// text-only run's language model) is not of the shape the model needs.
+    PartMismatch {
+        path: PathBuf,
+        part: &'static str,
+        found: String,
+        expected: String,
+    },
     /// `model.safetensors` lacks the checkpoint format version, or has one
     /// this code does not read.
     WeightsVersion {
@@ -163,6 +171,16 @@ impl fmt::Display for CheckpointError {
                 )
             }
             Weights { source } => write!(f, "{source}"),
+            PartMismatch {
+                path,
+                part,
+                found,
+                expected,
+            } => write!(
+                f,
+                "{}: its {part} is {found}, but the model needs {expected}",
+                path.display()
+            ),
             WeightsVersion { path, found } => match found {
                 Some(v) => write!(
                     f,
@@ -241,27 +259,7 @@ pub fn config_to_text(config: &ModelConfig) -> String {
     set("text.depth", t.depth.to_string());
     set("text.n_head", t.n_head.to_string());
     set("text.mlp_hidden", t.mlp_hidden.to_string());
-    match &config.image {
-        ImageConfig::Vit(vit) => {
-            set("image.kind", "vit".to_string());
-            set("image.image_size", vit.image_size.to_string());
-            set("image.in_channels", vit.in_channels.to_string());
-            set("image.patch", vit.patch.to_string());
-            set("image.depth", vit.depth.to_string());
-            set("image.width", vit.block.width.to_string());
-            set("image.n_head", vit.block.n_head.to_string());
-            set("image.mlp_hidden", vit.block.mlp_hidden.to_string());
-        }
-        ImageConfig::Cnn { cnn, image_size } => {
-            set("image.kind", "cnn".to_string());
-            set("image.image_size", image_size.to_string());
-            set("image.in_channels", cnn.in_channels.to_string());
-            let channels: Vec<String> = cnn.channels.iter().map(|c| c.to_string()).collect();
-            set("image.channels", channels.join(", "));
-            set("image.kernel", cnn.kernel.to_string());
-            set("image.pool", cnn.pool.to_string());
-        }
-    }
+    image_config_lines(&config.image, &mut set);
     let d = &config.decoder;
     set("decoder.width", d.width.to_string());
     set("decoder.depth", d.depth.to_string());
@@ -283,6 +281,58 @@ pub fn config_to_text(config: &ModelConfig) -> String {
     text
 }
 // ANCHOR_END: config_to_text
+
+/// The `image.*` lines of a config (the CLIP model's image tower, or a
+/// multimodal model's vision tower).
+pub(crate) fn image_config_lines(image: &ImageConfig, set: &mut impl FnMut(&str, String)) {
+    match image {
+        ImageConfig::Vit(vit) => {
+            set("image.kind", "vit".to_string());
+            set("image.image_size", vit.image_size.to_string());
+            set("image.in_channels", vit.in_channels.to_string());
+            set("image.patch", vit.patch.to_string());
+            set("image.depth", vit.depth.to_string());
+            set("image.width", vit.block.width.to_string());
+            set("image.n_head", vit.block.n_head.to_string());
+            set("image.mlp_hidden", vit.block.mlp_hidden.to_string());
+        }
+        ImageConfig::Cnn { cnn, image_size } => {
+            set("image.kind", "cnn".to_string());
+            set("image.image_size", image_size.to_string());
+            set("image.in_channels", cnn.in_channels.to_string());
+            let channels: Vec<String> = cnn.channels.iter().map(|c| c.to_string()).collect();
+            set("image.channels", channels.join(", "));
+            set("image.kernel", cnn.kernel.to_string());
+            set("image.pool", cnn.pool.to_string());
+        }
+    }
+}
+
+/// Reads the `image.*` settings back.
+pub(crate) fn image_config_from(s: &mut Settings) -> Result<ImageConfig, ConfigSyntaxError> {
+    Ok(match s.choice("image.kind", &["vit", "cnn"])? {
+        0 => ImageConfig::Vit(VitConfig {
+            image_size: s.usize_at_most("image.image_size", MAX_IMAGE_SIZE)?,
+            in_channels: s.usize("image.in_channels")?,
+            patch: s.usize("image.patch")?,
+            depth: s.usize("image.depth")?,
+            block: BlockConfig {
+                width: s.usize("image.width")?,
+                n_head: s.usize("image.n_head")?,
+                mlp_hidden: s.usize("image.mlp_hidden")?,
+            },
+        }),
+        _ => ImageConfig::Cnn {
+            image_size: s.usize_at_most("image.image_size", MAX_IMAGE_SIZE)?,
+            cnn: CnnConfig {
+                in_channels: s.usize("image.in_channels")?,
+                channels: s.usize_list("image.channels")?,
+                kernel: s.usize("image.kernel")?,
+                pool: s.usize("image.pool")?,
+            },
+        },
+    })
+}
 
 /// A syntax error in a config text: the line (from 1; 0 when a key is
 /// missing from the whole text) and what is wrong.
@@ -306,7 +356,7 @@ impl std::error::Error for ConfigSyntaxError {}
 
 /// The settings of a config text, each with the line it came from; reading a
 /// setting removes it, so the ones left at the end are unknown keys.
-struct Settings {
+pub(crate) struct Settings {
     values: BTreeMap<String, (usize, String)>,
 }
 
@@ -318,8 +368,13 @@ fn syntax(line: usize, message: impl Into<String>) -> ConfigSyntaxError {
 }
 
 impl Settings {
-    // ANCHOR: parse_lines
     fn parse(text: &str) -> Result<Self, ConfigSyntaxError> {
+        Settings::parse_format(text, CONFIG_FORMAT)
+    }
+
+    // ANCHOR: parse_lines
+    /// The settings of `text`, whose first one must be `format = {format}`.
+    pub(crate) fn parse_format(text: &str, format: &str) -> Result<Self, ConfigSyntaxError> {
         let mut values = BTreeMap::new();
         for (i, raw) in text.lines().enumerate() {
             let line = i + 1;
@@ -337,11 +392,11 @@ impl Settings {
             if key.is_empty() {
                 return Err(syntax(line, "empty key"));
             }
-            if values.is_empty() && (key != "format" || value != CONFIG_FORMAT) {
+            if values.is_empty() && (key != "format" || value != format) {
                 return Err(syntax(
                     line,
                     format!(
-                        "the first setting must be `format = {CONFIG_FORMAT}`, found `{key} = {value}`"
+                        "the first setting must be `format = {format}`, found `{key} = {value}`"
                     ),
                 ));
             }
@@ -360,13 +415,13 @@ impl Settings {
     // ANCHOR_END: parse_lines
 
     /// Removes `key` and returns its line and raw value.
-    fn take(&mut self, key: &str) -> Result<(usize, String), ConfigSyntaxError> {
+    pub(crate) fn take(&mut self, key: &str) -> Result<(usize, String), ConfigSyntaxError> {
         self.values
             .remove(key)
             .ok_or_else(|| syntax(0, format!("missing key `{key}`")))
     }
 
-    fn usize(&mut self, key: &str) -> Result<usize, ConfigSyntaxError> {
+    pub(crate) fn usize(&mut self, key: &str) -> Result<usize, ConfigSyntaxError> {
         let (line, value) = self.take(key)?;
         value.parse().map_err(|_| {
             syntax(
@@ -377,7 +432,11 @@ impl Settings {
     }
 
     /// A non-negative integer of at most `max`.
-    fn usize_at_most(&mut self, key: &str, max: usize) -> Result<usize, ConfigSyntaxError> {
+    pub(crate) fn usize_at_most(
+        &mut self,
+        key: &str,
+        max: usize,
+    ) -> Result<usize, ConfigSyntaxError> {
         let line = self.values.get(key).map_or(0, |(line, _)| *line);
         let value = self.usize(key)?;
         if value > max {
@@ -389,14 +448,14 @@ impl Settings {
         Ok(value)
     }
 
-    fn u32(&mut self, key: &str) -> Result<u32, ConfigSyntaxError> {
+    pub(crate) fn u32(&mut self, key: &str) -> Result<u32, ConfigSyntaxError> {
         let (line, value) = self.take(key)?;
         value
             .parse()
             .map_err(|_| syntax(line, format!("`{key}` must be a token id, found {value:?}")))
     }
 
-    fn f32(&mut self, key: &str) -> Result<f32, ConfigSyntaxError> {
+    pub(crate) fn f32(&mut self, key: &str) -> Result<f32, ConfigSyntaxError> {
         let (line, value) = self.take(key)?;
         match value.parse::<f32>() {
             Ok(x) if x.is_finite() => Ok(x),
@@ -407,7 +466,7 @@ impl Settings {
         }
     }
 
-    fn usize_list(&mut self, key: &str) -> Result<Vec<usize>, ConfigSyntaxError> {
+    pub(crate) fn usize_list(&mut self, key: &str) -> Result<Vec<usize>, ConfigSyntaxError> {
         let (line, value) = self.take(key)?;
         value
             .split(',')
@@ -422,7 +481,11 @@ impl Settings {
     }
 
     /// `key`'s value, which must be one of `choices`.
-    fn choice(&mut self, key: &str, choices: &[&str]) -> Result<usize, ConfigSyntaxError> {
+    pub(crate) fn choice(
+        &mut self,
+        key: &str,
+        choices: &[&str],
+    ) -> Result<usize, ConfigSyntaxError> {
         let (line, value) = self.take(key)?;
         choices.iter().position(|c| *c == value).ok_or_else(|| {
             syntax(
@@ -433,7 +496,7 @@ impl Settings {
     }
 
     /// An error for the first key nobody asked for.
-    fn finish(self) -> Result<(), ConfigSyntaxError> {
+    pub(crate) fn finish(self) -> Result<(), ConfigSyntaxError> {
         match self.values.iter().min_by_key(|(_, (line, _))| *line) {
             Some((key, (line, _))) => Err(syntax(*line, format!("unknown key `{key}`"))),
             None => Ok(()),
@@ -466,28 +529,7 @@ pub fn config_from_text(text: &str) -> Result<ModelConfig, ConfigSyntaxError> {
         n_head: s.usize("text.n_head")?,
         mlp_hidden: s.usize("text.mlp_hidden")?,
     };
-    let image = match s.choice("image.kind", &["vit", "cnn"])? {
-        0 => ImageConfig::Vit(VitConfig {
-            image_size: s.usize_at_most("image.image_size", MAX_IMAGE_SIZE)?,
-            in_channels: s.usize("image.in_channels")?,
-            patch: s.usize("image.patch")?,
-            depth: s.usize("image.depth")?,
-            block: BlockConfig {
-                width: s.usize("image.width")?,
-                n_head: s.usize("image.n_head")?,
-                mlp_hidden: s.usize("image.mlp_hidden")?,
-            },
-        }),
-        _ => ImageConfig::Cnn {
-            image_size: s.usize_at_most("image.image_size", MAX_IMAGE_SIZE)?,
-            cnn: CnnConfig {
-                in_channels: s.usize("image.in_channels")?,
-                channels: s.usize_list("image.channels")?,
-                kernel: s.usize("image.kernel")?,
-                pool: s.usize("image.pool")?,
-            },
-        },
-    };
+    let image = image_config_from(&mut s)?;
     let decoder = DecoderConfig {
         width: s.usize("decoder.width")?,
         depth: s.usize("decoder.depth")?,
@@ -615,39 +657,16 @@ pub fn load_checkpoint(dir: &Path) -> Result<Checkpoint, CheckpointError> {
         dir.join(TOKENIZER_FILE),
     );
     // 1. every file is there (report a missing one before any other problem)
-    for path in [&weights_path, &config_path, &tokenizer_path] {
-        if !path.is_file() {
-            return Err(CheckpointError::MissingFile { path: path.clone() });
-        }
-    }
+    check_files(&[&weights_path, &config_path, &tokenizer_path])?;
     // 2. the config: parsed, validated
     let config = load_config(&config_path)?;
     // 3. the tokenizer, and that it numbers the config's vocabulary
-    let tokenizer = Tokenizer::from_text(&read_text(&tokenizer_path)?).map_err(|source| {
-        CheckpointError::Tokenizer {
-            path: tokenizer_path.clone(),
-            source,
-        }
-    })?;
+    let tokenizer = load_tokenizer(&tokenizer_path)?;
     check_tokenizer(&tokenizer_path, &tokenizer, &config)?;
     // 4. the weights: the config's model must be about the file's size
     //    before it is built (a config edited to `text.width = 20000` would
     //    otherwise allocate gigabytes for a 1 MB file) ...
-    let weights_bytes = std::fs::metadata(&weights_path)
-        .map_err(|source| CheckpointError::Io {
-            path: weights_path.clone(),
-            source,
-        })?
-        .len();
-    let params = parameter_count(&config);
-    if !params.is_some_and(|n| crate::weights::sizes_fit(weights_bytes, n.saturating_mul(4))) {
-        return Err(CheckpointError::ConfigTooLarge {
-            path: config_path,
-            params,
-            weights: weights_path,
-            weights_bytes,
-        });
-    }
+    check_weights_fit(&config_path, &weights_path, parameter_count(&config))?;
     //    ... then a model of the config's shape, every tensor checked
     let mut model = config
         .init(&mut StdRng::seed_from_u64(0)) // every weight is overwritten below
@@ -655,18 +674,72 @@ pub fn load_checkpoint(dir: &Path) -> Result<Checkpoint, CheckpointError> {
             path: config_path.clone(),
             source,
         })?;
-    let metadata = crate::load_weights(&weights_path, &mut model)
-        .map_err(|source| CheckpointError::Weights { source })?;
-    let version = metadata.get("format_version");
-    if version.map(String::as_str) != Some(WEIGHTS_VERSION) {
-        return Err(CheckpointError::WeightsVersion {
-            path: weights_path,
-            found: version.cloned(),
-        });
-    }
+    load_versioned_weights(&weights_path, &mut model, WEIGHTS_VERSION)?;
     Ok(Checkpoint { model, tokenizer })
 }
 // ANCHOR_END: load_checkpoint
+
+/// A [`CheckpointError::MissingFile`] for the first path that is not a file.
+pub(crate) fn check_files(paths: &[&Path]) -> Result<(), CheckpointError> {
+    match paths.iter().find(|path| !path.is_file()) {
+        Some(path) => Err(CheckpointError::MissingFile {
+            path: path.to_path_buf(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Reads and parses a tokenizer file.
+pub(crate) fn load_tokenizer(path: &Path) -> Result<Tokenizer, CheckpointError> {
+    Tokenizer::from_text(&read_text(path)?).map_err(|source| CheckpointError::Tokenizer {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// [`CheckpointError::ConfigTooLarge`] unless a model of `params` parameters
+/// can be the weights file's (see [`crate::weights::sizes_fit`]).
+pub(crate) fn check_weights_fit(
+    config_path: &Path,
+    weights_path: &Path,
+    params: Option<u64>,
+) -> Result<(), CheckpointError> {
+    let weights_bytes = std::fs::metadata(weights_path)
+        .map_err(|source| CheckpointError::Io {
+            path: weights_path.to_path_buf(),
+            source,
+        })?
+        .len();
+    if params.is_some_and(|n| crate::weights::sizes_fit(weights_bytes, n.saturating_mul(4))) {
+        Ok(())
+    } else {
+        Err(CheckpointError::ConfigTooLarge {
+            path: config_path.to_path_buf(),
+            params,
+            weights: weights_path.to_path_buf(),
+            weights_bytes,
+        })
+    }
+}
+
+/// Loads the weights file into `module` (every name and shape checked) and
+/// requires its `format_version` to be `version`.
+pub(crate) fn load_versioned_weights<P: embedding::Params>(
+    path: &Path,
+    module: &mut P,
+    version: &str,
+) -> Result<(), CheckpointError> {
+    let metadata =
+        crate::load_weights(path, module).map_err(|source| CheckpointError::Weights { source })?;
+    let found = metadata.get("format_version");
+    if found.map(String::as_str) != Some(version) {
+        return Err(CheckpointError::WeightsVersion {
+            path: path.to_path_buf(),
+            found: found.cloned(),
+        });
+    }
+    Ok(())
+}
 
 // ANCHOR: parameter_count
 /// The number of parameters of the model `config` describes, counted from
@@ -678,36 +751,14 @@ pub fn load_checkpoint(dir: &Path) -> Result<Checkpoint, CheckpointError> {
 /// [`embedding::Params::num_params`] of built models.
 pub fn parameter_count(config: &ModelConfig) -> Option<u64> {
     let n = |x: usize| x as u64;
-    // the layers, as their `init` functions build them
-    let linear = |c_in: u64, c_out: u64, bias: bool| {
-        c_in.checked_mul(c_out)?
-            .checked_add(if bias { c_out } else { 0 })
-    };
-    let layer_norm = |width: u64| width.checked_mul(2); // weight and bias
-    let sum = |parts: &[Option<u64>]| {
-        parts
-            .iter()
-            .try_fold(0u64, |acc, part| acc.checked_add((*part)?))
-    };
-    let block = |b: &BlockConfig| {
-        let (w, h) = (n(b.width), n(b.mlp_hidden));
-        sum(&[
-            layer_norm(w),                      // ln_1
-            linear(w, w.checked_mul(3)?, true), // attn.qkv
-            linear(w, w, true),                 // attn.proj
-            layer_norm(w),                      // ln_2
-            linear(w, h, true),                 // mlp.fc
-            linear(h, w, true),                 // mlp.proj
-        ])
-    };
     let cross_block = |b: &BlockConfig, memory: u64| {
         let w = n(b.width);
         sum(&[
-            block(b),
-            layer_norm(w),                           // ln_cross
-            linear(w, w, true),                      // cross_attn.q
-            linear(memory, w.checked_mul(2)?, true), // cross_attn.kv
-            linear(w, w, true),                      // cross_attn.proj
+            block_count(b),
+            layer_norm_count(w),                           // ln_cross
+            linear_count(w, w, true),                      // cross_attn.q
+            linear_count(memory, w.checked_mul(2)?, true), // cross_attn.kv
+            linear_count(w, w, true),                      // cross_attn.proj
         ])
     };
     let blocks = |depth: usize, one: Option<u64>| one?.checked_mul(n(depth));
@@ -717,10 +768,68 @@ pub fn parameter_count(config: &ModelConfig) -> Option<u64> {
     let text = sum(&[
         vocab.checked_mul(n(t.width)),   // token_embedding
         max_len.checked_mul(n(t.width)), // position_embedding
-        blocks(t.depth, block(&t.block())),
-        layer_norm(n(t.width)), // ln_final
+        blocks(t.depth, block_count(&t.block())),
+        layer_norm_count(n(t.width)), // ln_final
     ]);
-    let image = match &config.image {
+    let d = &config.decoder;
+    let image_width = n(config.image.width());
+    let decoder = sum(&[
+        vocab.checked_mul(n(d.width)),   // token_embedding
+        max_len.checked_mul(n(d.width)), // position_embedding
+        blocks(d.depth, cross_block(&d.block(), image_width)),
+        layer_norm_count(n(d.width)), // ln_final
+        match d.head {
+            Head::Tied => Some(0),
+            Head::Separate => linear_count(n(d.width), vocab, false), // lm_head
+        },
+    ]);
+    let e = n(config.embed_dim);
+    sum(&[
+        image_parameter_count(&config.image),
+        text,
+        linear_count(image_width, e, false), // image_projection
+        linear_count(n(t.width), e, false),  // text_projection
+        Some(1),                             // logit_scale
+        decoder,
+    ])
+}
+// ANCHOR_END: parameter_count
+
+/// The sum of some counts, `None` if one is or the sum overflows.
+pub(crate) fn sum(parts: &[Option<u64>]) -> Option<u64> {
+    parts
+        .iter()
+        .try_fold(0u64, |acc, part| acc.checked_add((*part)?))
+}
+
+/// A Linear's parameters: `c_in · c_out`, plus `c_out` with a bias.
+pub(crate) fn linear_count(c_in: u64, c_out: u64, bias: bool) -> Option<u64> {
+    c_in.checked_mul(c_out)?
+        .checked_add(if bias { c_out } else { 0 })
+}
+
+/// A LayerNorm's: weight and bias.
+pub(crate) fn layer_norm_count(width: u64) -> Option<u64> {
+    width.checked_mul(2)
+}
+
+/// A pre-LN block's, as [`BlockConfig::init`] builds it.
+pub(crate) fn block_count(b: &BlockConfig) -> Option<u64> {
+    let (w, h) = (b.width as u64, b.mlp_hidden as u64);
+    sum(&[
+        layer_norm_count(w),                      // ln_1
+        linear_count(w, w.checked_mul(3)?, true), // attn.qkv
+        linear_count(w, w, true),                 // attn.proj
+        layer_norm_count(w),                      // ln_2
+        linear_count(w, h, true),                 // mlp.fc
+        linear_count(h, w, true),                 // mlp.proj
+    ])
+}
+
+/// An image tower's, as [`ImageConfig::init`] builds it.
+pub(crate) fn image_parameter_count(image: &ImageConfig) -> Option<u64> {
+    let n = |x: usize| x as u64;
+    match image {
         ImageConfig::Vit(vit) => {
             let w = n(vit.block.width);
             let patch_in = n(vit.in_channels).checked_mul(n(vit.patch).checked_pow(2)?);
@@ -728,11 +837,11 @@ pub fn parameter_count(config: &ModelConfig) -> Option<u64> {
                 .checked_pow(2)?
                 .checked_add(1); // the patches and CLS
             sum(&[
-                linear(patch_in?, w, true), // patch_embed: a convolution of stride = kernel
-                Some(w),                    // cls_token
-                tokens?.checked_mul(w),     // pos_embed
-                blocks(vit.depth, block(&vit.block)),
-                layer_norm(w), // norm
+                linear_count(patch_in?, w, true), // patch_embed: a convolution of stride = kernel
+                Some(w),                          // cls_token
+                tokens?.checked_mul(w),           // pos_embed
+                block_count(&vit.block)?.checked_mul(n(vit.depth)),
+                layer_norm_count(w), // norm
             ])
         }
         ImageConfig::Cnn { cnn, .. } => {
@@ -740,35 +849,13 @@ pub fn parameter_count(config: &ModelConfig) -> Option<u64> {
             let mut c_in = n(cnn.in_channels);
             let mut convs = Vec::with_capacity(cnn.channels.len());
             for &c_out in &cnn.channels {
-                convs.push(linear(c_in.checked_mul(k2)?, n(c_out), true));
+                convs.push(linear_count(c_in.checked_mul(k2)?, n(c_out), true));
                 c_in = n(c_out);
             }
             sum(&convs)
         }
-    };
-    let d = &config.decoder;
-    let image_width = n(config.image.width());
-    let decoder = sum(&[
-        vocab.checked_mul(n(d.width)),   // token_embedding
-        max_len.checked_mul(n(d.width)), // position_embedding
-        blocks(d.depth, cross_block(&d.block(), image_width)),
-        layer_norm(n(d.width)), // ln_final
-        match d.head {
-            Head::Tied => Some(0),
-            Head::Separate => linear(n(d.width), vocab, false), // lm_head
-        },
-    ]);
-    let e = n(config.embed_dim);
-    sum(&[
-        image,
-        text,
-        linear(image_width, e, false), // image_projection
-        linear(n(t.width), e, false),  // text_projection
-        Some(1),                       // logit_scale
-        decoder,
-    ])
+    }
 }
-// ANCHOR_END: parameter_count
 
 /// The tokenizer's vocabulary size and special tokens against the config's.
 fn check_tokenizer(
@@ -808,7 +895,7 @@ fn check_tokenizer(
 pub const MAX_TEXT_FILE_BYTES: u64 = 64 << 20;
 
 /// A file's text, with a missing file told apart from other I/O errors.
-fn read_text(path: &Path) -> Result<String, CheckpointError> {
+pub(crate) fn read_text(path: &Path) -> Result<String, CheckpointError> {
     match crate::read_limited(path, MAX_TEXT_FILE_BYTES) {
         Ok(bytes) => String::from_utf8(bytes).map_err(|_| CheckpointError::Io {
             path: path.to_path_buf(),
