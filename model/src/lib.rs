@@ -120,6 +120,7 @@ pub mod projector;
 pub mod safetensors;
 pub mod text_encoder;
 pub mod vlm;
+pub mod vlm_checkpoint;
 pub mod vlm_generate;
 pub mod weights;
 pub mod zero_shot;
@@ -153,6 +154,12 @@ pub use projector::{
 pub use safetensors::{FormatError, Tensors};
 pub use text_encoder::{TextEncoder, TextEncoderCache};
 pub use vlm::{Freeze, Vlm, VlmCache, VlmConfig, VlmMask, VlmState, splice, unsplice, validate_lm};
+pub use vlm_checkpoint::{
+    AnyCheckpoint, LM_CONFIG_FORMAT, LmCheckpoint, VLM_CONFIG_FORMAT, VlmCheckpoint,
+    lm_config_from_text, lm_config_to_text, lm_parameter_count, load_any_checkpoint,
+    load_lm_checkpoint, load_vlm_checkpoint, save_lm_checkpoint, save_vlm_checkpoint,
+    vlm_config_from_text, vlm_config_to_text, vlm_parameter_count,
+};
 pub use vlm_generate::{Answer, CachedVlm, Chat, UncachedVlm};
 pub use weights::{
     MismatchReport, WeightsError, load_weights, read_limited, save_weights, write_atomic,

@@ -121,13 +121,24 @@ impl<M: Params + Clone> AdamWState<M> {
 }
 
 impl<M: Params> AdamWState<M> {
-    // ANCHOR: adamw_step
     /// One AdamW update of `model` from `grads` at learning rate `lr`.
     ///
     /// # Panics
     /// If `model`, `grads` and the moments do not list the same tensors.
     #[track_caller]
     pub fn step(&mut self, model: &mut M, grads: &M, lr: f32) {
+        self.step_where(model, grads, lr, |_| true);
+    }
+
+    // ANCHOR: adamw_step
+    /// One AdamW update of the tensors whose name `trains` accepts; the
+    /// others (a frozen part of the model) are not touched at all: no
+    /// decay, no moments, no step.
+    ///
+    /// # Panics
+    /// If `model`, `grads` and the moments do not list the same tensors.
+    #[track_caller]
+    pub fn step_where(&mut self, model: &mut M, grads: &M, lr: f32, trains: impl Fn(&str) -> bool) {
         let AdamW {
             beta1,
             beta2,
@@ -161,6 +172,9 @@ impl<M: Params> AdamWState<M> {
                 p.shape(),
                 g.shape()
             );
+            if !trains(&name) {
+                continue; // frozen: left exactly as it is
+            }
             // decoupled weight decay: θ ← θ(1 − ηλ), before the Adam step
             let decay = if no_decay(&name) {
                 1.0
@@ -230,6 +244,27 @@ mod tests {
             theta -= lr * mhat / (vhat.sqrt() + eps);
         }
         theta
+    }
+
+    #[test]
+    fn frozen_tensors_are_not_touched() {
+        let mut model = vec![
+            embedding::Linear::new(
+                ndarray::Array2::ones((2, 3)),
+                Some(ndarray::Array1::ones(2)),
+            ),
+            embedding::Linear::new(ndarray::Array2::ones((2, 2)), None),
+        ];
+        let mut grads = model.zeros_like();
+        for (_, mut g) in grads.params_mut() {
+            g.fill(0.5);
+        }
+        let before = model.clone();
+        let mut state = AdamWState::new(AdamW::default(), &model);
+        state.step_where(&mut model, &grads, 0.1, |name| !name.starts_with("1."));
+        assert_eq!(model[1], before[1]); // frozen: no decay, no step
+        assert!(state.exp_avg[1].weight.iter().all(|&m| m == 0.0));
+        assert_ne!(model[0], before[0]);
     }
 
     #[test]
