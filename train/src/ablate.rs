@@ -148,12 +148,12 @@ fn run_variant(dir: &Path, config: &RunConfig, progress: Progress) -> Result<Met
         })?;
         if &metrics.config == config && metrics.steps_done == config.steps {
             if progress == Progress::Bar {
-                eprintln!("  reusing the finished run in {}", dir.display());
+                crate::commands::note(&format!("  reusing the finished run in {}", dir.display()));
             }
             return Ok(metrics);
         }
     }
-    if dir.join(run::CHECKPOINT_DIR).exists() {
+    if run::holds_run(dir) {
         return Err(RunError::BadValue {
             name: "out",
             why: format!(
@@ -185,7 +185,11 @@ pub fn ablate(
         let config = variant.config(base);
         let dir = out.join(RUNS_DIR).join(variant.name());
         if progress == Progress::Bar {
-            eprintln!("ablation {}: {}", variant.name(), variant.describe());
+            crate::commands::note(&format!(
+                "ablation {}: {}",
+                variant.name(),
+                variant.describe()
+            ));
         }
         let metrics = run_variant(&dir, &config, progress)?;
         let losses = &metrics.history.steps;

@@ -4,9 +4,15 @@
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use train::commands::{note, report};
 use train::data::World;
 use train::run::{self, Progress, RunConfig};
 use train::{Encoder, RunError};
+
+// every allocation counted, so a training step's memory can be measured
+// before a large batch is attempted (`run::check_step_memory`)
+#[global_allocator]
+static ALLOCATOR: train::memory::Counting = train::memory::Counting;
 
 /// Train the multimodal model on the toy dataset of coloured shapes.
 ///
@@ -30,7 +36,9 @@ enum Command {
         /// Images per object (seen: 160 objects, held-out: 40).
         #[arg(long, default_value_t = 2)]
         per_object: usize,
-        /// Evaluate on an own data folder (images + captions.tsv) instead of the toy data.
+        /// Evaluate on an own data folder (images + captions.tsv) instead of
+        /// the toy data (default for a run on own data: the folder it was
+        /// trained on).
         #[arg(long)]
         data: Option<PathBuf>,
     },
@@ -85,8 +93,12 @@ struct TrainArgs {
     out: PathBuf,
     /// Continue the run in <out>/<name> from its last checkpoint (its saved
     /// config is used; the flags below are ignored).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "force")]
     resume: bool,
+    /// Delete the run already in <out>/<name> (its checkpoint, config and
+    /// metrics) and start over; without it an existing run is never touched.
+    #[arg(long)]
+    force: bool,
     /// Optimiser steps.
     #[arg(long)]
     steps: Option<usize>,
@@ -132,6 +144,10 @@ struct TrainArgs {
     /// `file<TAB>caption` lines (every 10th line is validation).
     #[arg(long)]
     data: Option<PathBuf>,
+    /// Own data: the most tokens a caption may need (with <|bos|> and
+    /// <|eos|>); a longer one is an error naming its line.
+    #[arg(long)]
+    max_caption_tokens: Option<usize>,
 }
 
 impl TrainArgs {
@@ -154,51 +170,49 @@ impl TrainArgs {
             },
             eval_interval: self.eval_interval.unwrap_or(d.eval_interval),
             checkpoint_interval: self.checkpoint_interval.unwrap_or(d.checkpoint_interval),
+            max_caption_tokens: self.max_caption_tokens.unwrap_or(d.max_caption_tokens),
             ..d
         }
     }
 }
 
-fn train(args: &TrainArgs) -> Result<(), RunError> {
-    let dir = args.out.join(&args.name);
+fn train(args: &TrainArgs) -> Result<String, RunError> {
+    let dir = run::run_dir(&args.out, &args.name)?;
     let (config, mut state) = if args.resume {
-        let (config, state) = run::open(&dir)?;
-        eprintln!("resuming {} at step {}", dir.display(), state.step);
+        let (config, state) = run::resume(&dir)?;
+        note(&format!(
+            "resuming {} at step {}",
+            dir.display(),
+            state.step
+        ));
         (config, state)
     } else {
         let config = args.config();
         config.validate()?;
-        if dir.join(run::CHECKPOINT_DIR).exists() {
-            return Err(RunError::BadValue {
-                name: "name",
-                why: format!(
-                    "{} already holds a run; pass --resume to continue it or choose another --name",
-                    dir.display()
-                ),
-            });
+        if args.force {
+            run::clear(&dir)?;
         }
         let state = run::start(&dir, &config)?;
         (config, state)
     };
-    eprintln!(
+    note(&format!(
         "training {} parameters ({:?} image tower) for {} steps of {} images into {}",
         embedding::Params::num_params(&state.model),
         config.encoder,
         config.steps,
         config.batch_size,
         dir.display()
-    );
+    ));
     let steps = config.steps;
     run::train(&dir, &config, &mut state, steps, Progress::Bar)?;
     let metrics = run::finish(&dir, &config, &state)?;
-    println!(
-        "{} steps in {:.0} s\n\n{}",
+    Ok(format!(
+        "{} steps in {:.0} s\n\n{}\nwrote {}\n",
         metrics.steps_done,
         metrics.train_seconds,
-        metrics.final_eval.table()
-    );
-    println!("wrote {}", dir.display());
-    Ok(())
+        metrics.final_eval.table(),
+        dir.display()
+    ))
 }
 
 fn main() -> ExitCode {
@@ -207,45 +221,54 @@ fn main() -> ExitCode {
     // own data (`use`): train --data DIR, eval RUN --data DIR, and the `use` commands
     match (&cli.command, &cli.train.data) {
         (Some(Command::Use(command)), _) => return train::commands::run_command(command),
-        (
-            Some(Command::Eval {
-                run,
-                data: Some(data),
-                ..
-            }),
-            _,
-        ) => {
-            return train::commands::own::eval_cli(run, data);
+        (Some(Command::Eval { run, data, .. }), _) => {
+            // a run on own data is evaluated on its data folder, never on the toy data
+            let data = data
+                .clone()
+                .or_else(|| train::commands::own::recorded_data(run));
+            if let Some(data) = data {
+                return train::commands::own::eval_cli(run, &data);
+            }
         }
         (None, data) => {
-            let run = cli.train.out.join(&cli.train.name);
+            let run = match run::run_dir(&cli.train.out, &cli.train.name) {
+                Ok(run) => run,
+                Err(e) => return report::<RunError>(Err(e)),
+            };
             let resume_own = cli.train.resume && train::commands::own::is_own_run(&run);
             if data.is_some() || resume_own {
                 let config = cli.train.config();
                 let data = data.as_deref();
-                return train::commands::own::train_cli(data, &run, &config, cli.train.resume);
+                return train::commands::own::train_cli(
+                    data,
+                    &run,
+                    &config,
+                    cli.train.resume,
+                    cli.train.force,
+                );
             }
         }
         _ => {}
     }
-    let result: Result<(), Box<dyn std::error::Error>> = match &cli.command {
-        Some(Command::Use(_)) | Some(Command::Eval { data: Some(_), .. }) => {
-            unreachable!("handled above")
-        }
+    let result: Result<String, Box<dyn std::error::Error>> = match &cli.command {
+        Some(Command::Use(_)) => unreachable!("handled above"),
         Some(Command::Eval {
             run, per_object, ..
         }) => run::eval_run(run, *per_object)
             .map(|report| {
-                println!("{}", report.table());
-                println!("wrote {}", run.join("eval.json").display());
+                format!(
+                    "{}\nwrote {}\n",
+                    report.table(),
+                    run.join("eval.json").display()
+                )
             })
             .map_err(Into::into),
         Some(Command::Plot { run, out }) => train::plot::plot_run(run, out.as_deref())
-            .map(|report| print!("{report}"))
+            .map(|report| report.to_string())
             .map_err(Into::into),
         Some(Command::Ablate { steps, out }) => {
             train::ablate::ablate(out, &train::ablate::base_config(*steps), Progress::Bar)
-                .map(|_| println!("wrote {}", out.join(train::ablate::TABLE_FILE).display()))
+                .map(|_| format!("wrote {}\n", out.join(train::ablate::TABLE_FILE).display()))
                 .map_err(Into::into)
         }
         Some(Command::Failures {
@@ -255,8 +278,8 @@ fn main() -> ExitCode {
             link_base,
         }) => train::failures::write_failures(run, out.as_ref().unwrap_or(run), link_base, *max)
             .map(|f| {
-                println!(
-                    "{} of {} held-out images wrong; wrote {}",
+                format!(
+                    "{} of {} held-out images wrong; wrote {}\n",
                     f.failures,
                     f.images,
                     f.table.display()
@@ -265,11 +288,5 @@ fn main() -> ExitCode {
             .map_err(Into::into),
         None => train(&cli.train).map_err(Into::into),
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    report(result)
 }

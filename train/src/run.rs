@@ -6,12 +6,21 @@
 //! - `checkpoint/`: the model's checkpoint folder (`model.safetensors`,
 //!   `config.txt`, `tokenizer.txt`), the AdamW moments
 //!   (`optimizer.safetensors`, whose metadata holds the step) and the
-//!   history so far (`history.json`), replaced as a whole, atomically;
+//!   history so far (`history.json`), replaced as a whole, atomically
+//!   ([`save_state`]);
 //! - `metrics.json`: the loss history and the evaluations;
-//! - `loss.svg`: the loss curve; `samples.md`: greedy captions of a few images.
+//! - `loss.svg`: the loss curve; `samples.md`: greedy captions of a few images;
+//! - `.lock`: held by the one training that writes the folder ([`lock`]).
+//!
+//! A crash (a kill, a power cut, a full disk) at any moment leaves a
+//! complete checkpoint, the old or the new one: [`open`] reads whichever is
+//! there, [`resume`] finishes the interrupted swap and removes the
+//! leftovers first. Starting a run never deletes an existing one; [`clear`]
+//! does, when asked (`--force`).
 
 use crate::data::{Tokens, ToyData, World};
 use crate::eval::{EvalConfig, EvalReport, evaluate, sample_captions};
+use crate::memory::{self, MemoryError};
 use crate::{AdamW, AdamWState, Batch, LossWeights, Schedule, StepError, train_step};
 use embedding::Params;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -81,12 +90,33 @@ pub struct RunConfig {
     pub checkpoint_interval: usize,
     /// Images per object in the final evaluation.
     pub eval_per_object: usize,
+    /// Own data: the most tokens a caption may need, `<|bos|>` and
+    /// `<|eos|>` included. The model reads captions as long as the longest
+    /// one, so this bounds its size and a step's memory; a longer caption
+    /// is an error naming its line.
+    #[serde(default = "default_max_caption_tokens")]
+    pub max_caption_tokens: usize,
 }
 // ANCHOR_END: run_config
 
 fn small_world() -> World {
     World::SMALL
 }
+
+fn default_max_caption_tokens() -> usize {
+    DEFAULT_MAX_CAPTION_TOKENS
+}
+
+/// The default of [`RunConfig::max_caption_tokens`]: four times the toy
+/// captions' 16.
+pub const DEFAULT_MAX_CAPTION_TOKENS: usize = 64;
+
+/// The most [`RunConfig::max_caption_tokens`] may be raised to.
+pub const MAX_CAPTION_TOKENS: usize = 1024;
+
+/// The largest loss weight accepted: far above any useful one, and far
+/// below where `weight × loss` overflows an `f32`.
+pub const MAX_LOSS_WEIGHT: f32 = 1e6;
 
 impl Default for RunConfig {
     fn default() -> Self {
@@ -108,6 +138,7 @@ impl Default for RunConfig {
             eval_interval: 250,
             checkpoint_interval: 500,
             eval_per_object: 2,
+            max_caption_tokens: DEFAULT_MAX_CAPTION_TOKENS,
         }
     }
 }
@@ -194,8 +225,16 @@ impl RunConfig {
         if !positive(self.max_grad_norm) {
             return bad("max-grad-norm", "must be a positive number");
         }
-        if !non_negative(self.contrastive_weight) || !non_negative(self.caption_weight) {
-            return bad("loss weights", "must be non-negative numbers");
+        for (name, w) in [
+            ("contrastive-weight", self.contrastive_weight),
+            ("caption-weight", self.caption_weight),
+        ] {
+            if !non_negative(w) || w > MAX_LOSS_WEIGHT {
+                return bad(
+                    name,
+                    &format!("must be a number in [0, {MAX_LOSS_WEIGHT:e}], got {w}"),
+                );
+            }
         }
         if self.contrastive_weight + self.caption_weight == 0.0 {
             return bad("loss weights", "at least one must be positive");
@@ -205,6 +244,15 @@ impl RunConfig {
         }
         if let Err((name, why)) = self.world.check() {
             return bad(name, &why);
+        }
+        if !(3..=MAX_CAPTION_TOKENS).contains(&self.max_caption_tokens) {
+            return bad(
+                "max-caption-tokens",
+                &format!(
+                    "must be between 3 and {MAX_CAPTION_TOKENS}, got {}",
+                    self.max_caption_tokens
+                ),
+            );
         }
         Ok(())
     }
@@ -247,6 +295,12 @@ pub enum RunError {
     },
     /// The tokenizer could not be trained.
     Tokenizer(tokenizer::TokenizerError),
+    /// The folder already holds a run, and starting over was not asked for.
+    Exists { run: PathBuf },
+    /// Another training holds the run folder's lock.
+    Locked { run: PathBuf },
+    /// What was asked would not fit in memory.
+    Memory(MemoryError),
 }
 
 impl fmt::Display for RunError {
@@ -254,7 +308,17 @@ impl fmt::Display for RunError {
         match self {
             RunError::BadValue { name, why } => write!(f, "bad value for {name}: {why}"),
             RunError::Config(e) => write!(f, "impossible model shape: {e}"),
-            RunError::Io { path, source } => write!(f, "{}: {source}", path.display()),
+            RunError::Io { path, source } => {
+                write!(f, "{}: {source}", path.display())?;
+                if source.kind() == std::io::ErrorKind::StorageFull {
+                    write!(
+                        f,
+                        " (the disk is full: the last checkpoint is kept; free some space and \
+                         continue with --resume)"
+                    )?;
+                }
+                Ok(())
+            }
             RunError::Json { path, source } => {
                 write!(f, "{}: not a valid run file: {source}", path.display())
             }
@@ -270,6 +334,19 @@ impl fmt::Display for RunError {
                 }
             }
             RunError::Tokenizer(e) => write!(f, "tokenizer: {e}"),
+            RunError::Exists { run } => write!(
+                f,
+                "{} already holds a run; pass --resume to continue it, --force to delete it and \
+                 start over, or choose another --name",
+                run.display()
+            ),
+            RunError::Locked { run } => write!(
+                f,
+                "{} is being written by another training (its .lock is held); wait for it to \
+                 finish or choose another --name",
+                run.display()
+            ),
+            RunError::Memory(e) => write!(f, "{e}"),
         }
     }
 }
@@ -313,6 +390,13 @@ pub const HISTORY_FILE: &str = "history.json";
 pub const METRICS_FILE: &str = "metrics.json";
 pub const LOSS_PLOT_FILE: &str = "loss.svg";
 pub const SAMPLES_FILE: &str = "samples.md";
+pub const LOCK_FILE: &str = ".lock";
+/// A checkpoint being written: possibly incomplete.
+pub const CHECKPOINT_TMP: &str = "checkpoint.tmp";
+/// A complete checkpoint about to replace `checkpoint/`.
+pub const CHECKPOINT_NEW: &str = "checkpoint.new";
+/// The checkpoint being replaced.
+pub const CHECKPOINT_OLD: &str = "checkpoint.old";
 
 /// The training state a checkpoint restores.
 #[derive(Debug)]
@@ -323,6 +407,25 @@ pub struct State {
     /// Steps taken.
     pub step: usize,
     pub history: History,
+    /// The run folder's lock, when this state is being trained
+    /// ([`start`], [`resume`]); `None` for a state only read ([`open`]).
+    pub lock: Option<RunLock>,
+}
+
+/// The lock of a run folder: while it lives, no other process can train
+/// into the folder ([`lock`]). The operating system releases it when the
+/// process ends, however it ends, so a crash never leaves a folder locked.
+#[derive(Debug)]
+pub struct RunLock {
+    _file: std::fs::File,
+    run: PathBuf,
+}
+
+impl RunLock {
+    /// The run folder it locks.
+    pub fn run(&self) -> &Path {
+        &self.run
+    }
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
@@ -340,9 +443,13 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), RunError> {
     model::write_atomic(path, text.as_bytes()).map_err(io(path))
 }
 
+/// The largest JSON file of a run read: 256 MiB (a history of a million
+/// steps is about 200 MB).
+pub const MAX_JSON_BYTES: u64 = 256 << 20;
+
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, RunError> {
-    let text = std::fs::read_to_string(path).map_err(io(path))?;
-    serde_json::from_str(&text).map_err(|source| RunError::Json {
+    let bytes = model::read_limited(path, MAX_JSON_BYTES).map_err(io(path))?;
+    serde_json::from_slice(&bytes).map_err(|source| RunError::Json {
         path: path.to_path_buf(),
         source,
     })
@@ -357,47 +464,285 @@ impl AdamW {
     }
 }
 
-// ANCHOR: checkpoint
-/// Writes the checkpoint of `state` into `run/checkpoint/` atomically: the
-/// files go to `checkpoint.tmp/`, which then replaces `checkpoint/` by two
-/// renames, so a crash leaves either the old checkpoint or the new one.
-pub fn save_state(run: &Path, state: &State) -> Result<(), RunError> {
-    let tmp = run.join("checkpoint.tmp");
-    let old = run.join("checkpoint.old");
-    let dir = run.join(CHECKPOINT_DIR);
-    for d in [&tmp, &old] {
-        if d.exists() {
-            std::fs::remove_dir_all(d).map_err(io(d))?;
+/// Test-only failure injection: the `n`-th [`failpoint`] reached on this
+/// thread (counting from 0) returns an error, as if the process had been
+/// killed there; nothing after it runs, and nothing is cleaned up.
+#[cfg(test)]
+pub(crate) mod failpoints {
+    use std::cell::Cell;
+
+    thread_local! {
+        static FAIL_AT: Cell<Option<usize>> = const { Cell::new(None) };
+        static REACHED: Cell<usize> = const { Cell::new(0) };
+        static KIND: Cell<std::io::ErrorKind> = const { Cell::new(std::io::ErrorKind::Interrupted) };
+    }
+
+    /// Fail at the `n`-th failpoint from now on (`None`: never), with an
+    /// I/O error of `kind`.
+    pub fn fail_at(n: Option<usize>, kind: std::io::ErrorKind) {
+        FAIL_AT.set(n);
+        REACHED.set(0);
+        KIND.set(kind);
+    }
+
+    /// Failpoints reached since [`fail_at`].
+    pub fn reached() -> usize {
+        REACHED.get()
+    }
+
+    pub fn hit() -> Option<std::io::ErrorKind> {
+        let n = REACHED.get();
+        REACHED.set(n + 1);
+        (FAIL_AT.get() == Some(n)).then(|| KIND.get())
+    }
+}
+
+/// A point where a crash is possible: in tests, [`failpoints`] can stop
+/// here with an I/O error naming `what`; elsewhere it does nothing.
+#[inline]
+fn failpoint(what: &Path) -> Result<(), RunError> {
+    #[cfg(test)]
+    if let Some(kind) = failpoints::hit() {
+        return Err(RunError::Io {
+            path: what.to_path_buf(),
+            source: std::io::Error::new(kind, "failpoint"),
+        });
+    }
+    let _ = what;
+    Ok(())
+}
+
+fn rename(from: &Path, to: &Path) -> Result<(), RunError> {
+    failpoint(from)?;
+    std::fs::rename(from, to).map_err(io(from))
+}
+
+fn remove_dir(dir: &Path) -> Result<(), RunError> {
+    failpoint(dir)?;
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(dir)(e)),
+        _ => Ok(()),
+    }
+}
+
+/// Flushes a folder's entries (the renames in it) to disk, so that after a
+/// power cut the renames are there in the order they were made.
+fn sync_dir(dir: &Path) -> Result<(), RunError> {
+    #[cfg(unix)]
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir))?;
+    let _ = dir;
+    Ok(())
+}
+
+// ANCHOR: lock
+/// Takes the lock of the run folder `run` (creating the folder), so that
+/// no other training writes into it at the same time, then repairs what a
+/// crash may have left ([`recover`]).
+///
+/// # Errors
+/// [`RunError::Locked`] if another process holds it, [`RunError::Io`].
+pub fn lock(run: &Path) -> Result<RunLock, RunError> {
+    std::fs::create_dir_all(run).map_err(io(run))?;
+    let path = run.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io(&path))?;
+    // a lock just released can stay held a moment longer: a process that
+    // forked keeps a copy of the file until its child starts its program
+    let mut tries = 0;
+    loop {
+        match file.try_lock() {
+            Ok(()) => break,
+            Err(std::fs::TryLockError::WouldBlock) if tries < 20 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(RunError::Locked {
+                    run: run.to_path_buf(),
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(&path)(e)),
         }
     }
-    model::save_checkpoint(&tmp, &state.model, &state.tokenizer).map_err(RunError::Checkpoint)?;
+    recover(run)?;
+    Ok(RunLock {
+        _file: file,
+        run: run.to_path_buf(),
+    })
+}
+// ANCHOR_END: lock
+
+// ANCHOR: recover
+/// Brings a run folder back to one complete `checkpoint/` after a crash in
+/// [`save_state`], whichever step it stopped at, and removes leftovers:
+///
+/// 1. `checkpoint.tmp/` may be half written: it goes;
+/// 2. `checkpoint.new/` is complete (it is renamed from `.tmp` only once
+///    written): the swap it was part of is finished, `checkpoint/` moving to
+///    `checkpoint.old/` and `checkpoint.new/` taking its place;
+/// 3. with no `checkpoint/` but a `checkpoint.old/`, the old one comes back;
+/// 4. `checkpoint.old/` goes, and so do the temporary files of interrupted
+///    atomic writes (`.run.json.tmp-1234`).
+///
+/// Each step leaves a state this same function repairs, so a crash during
+/// recovery is repaired by the next one. The caller holds the lock.
+///
+/// # Errors
+/// [`RunError::Io`] if a file cannot be renamed or removed.
+pub fn recover(run: &Path) -> Result<(), RunError> {
+    let (dir, tmp, new, old) = (
+        run.join(CHECKPOINT_DIR),
+        run.join(CHECKPOINT_TMP),
+        run.join(CHECKPOINT_NEW),
+        run.join(CHECKPOINT_OLD),
+    );
+    if tmp.exists() {
+        remove_dir(&tmp)?;
+    }
+    if new.exists() {
+        if dir.exists() {
+            if old.exists() {
+                remove_dir(&old)?;
+            }
+            rename(&dir, &old)?;
+        }
+        rename(&new, &dir)?;
+        sync_dir(run)?;
+    }
+    if !dir.exists() && old.exists() {
+        rename(&old, &dir)?;
+        sync_dir(run)?;
+    }
+    if old.exists() {
+        remove_dir(&old)?;
+    }
+    // `model::write_atomic` writes `.<name>.tmp-<pid>` beside its target
+    for entry in std::fs::read_dir(run).map_err(io(run))? {
+        let path = entry.map_err(io(run))?.path();
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        if name.starts_with('.') && name.contains(".tmp-") && path.is_file() {
+            failpoint(&path)?;
+            std::fs::remove_file(&path).map_err(io(&path))?;
+        }
+    }
+    Ok(())
+}
+// ANCHOR_END: recover
+
+/// The complete checkpoint folder of a run as it is on disk, without
+/// changing anything (for readers: `eval`, `caption`, …): `checkpoint/`,
+/// or, after a crash in the middle of a swap, `checkpoint.new/` or
+/// `checkpoint.old/`; `None` if there is none.
+pub fn checkpoint_dir(run: &Path) -> Option<PathBuf> {
+    [CHECKPOINT_DIR, CHECKPOINT_NEW, CHECKPOINT_OLD]
+        .into_iter()
+        .map(|name| run.join(name))
+        .find(|dir| dir.is_dir())
+}
+
+// ANCHOR: checkpoint
+/// Writes the checkpoint of `state` into `run/checkpoint/` so that a crash
+/// at any moment leaves a complete checkpoint, the old one or the new one:
+///
+/// 1. every file goes into `checkpoint.tmp/` (each written atomically);
+/// 2. `checkpoint.tmp/` is renamed `checkpoint.new/`: from now on the new
+///    checkpoint is known to be complete;
+/// 3. `checkpoint/` is renamed `checkpoint.old/`, `checkpoint.new/` is
+///    renamed `checkpoint/`, `checkpoint.old/` is removed.
+///
+/// Between the renames of step 3 there is no `checkpoint/`, but a complete
+/// `checkpoint.new/` and `checkpoint.old/`: [`recover`] finishes the swap,
+/// [`checkpoint_dir`] reads through it. Holds the run's lock while it
+/// writes (the state's own, or taken for the call).
+///
+/// # Errors
+/// [`RunError::Locked`] if another process trains into `run`,
+/// [`RunError::Io`] (a full disk among them) or [`RunError::Checkpoint`]
+/// if a file cannot be written.
+pub fn save_state(run: &Path, state: &State) -> Result<(), RunError> {
+    let _lock = match &state.lock {
+        Some(held) if held.run == run => None,
+        _ => Some(lock(run)?), // also recovers
+    };
+    let (dir, tmp, new, old) = (
+        run.join(CHECKPOINT_DIR),
+        run.join(CHECKPOINT_TMP),
+        run.join(CHECKPOINT_NEW),
+        run.join(CHECKPOINT_OLD),
+    );
+    recover(run)?; // a previous save of this process may have failed half way
+    // 1. everything into checkpoint.tmp/
+    model::save_checkpoint(&tmp, &state.model, &state.tokenizer).map_err(checkpoint_error)?;
+    failpoint(&tmp)?;
     let metadata = BTreeMap::from([
         ("step".to_string(), state.step.to_string()),
         ("adamw_steps".to_string(), state.opt.steps.to_string()),
     ]);
     let path = tmp.join(OPTIMIZER_FILE);
-    model::save_weights(&path, &state.opt, &metadata).map_err(|e| RunError::Optimizer {
-        path: path.clone(),
-        why: e.to_string(),
-    })?;
+    failpoint(&path)?;
+    model::save_weights(&path, &state.opt, &metadata).map_err(optimizer_write_error(&path))?;
     write_json(&tmp.join(HISTORY_FILE), &state.history)?;
+    sync_dir(&tmp)?;
+    // 2. complete: checkpoint.tmp/ becomes checkpoint.new/
+    rename(&tmp, &new)?;
+    // 3. the swap
     if dir.exists() {
-        std::fs::rename(&dir, &old).map_err(io(&dir))?;
+        rename(&dir, &old)?;
     }
-    std::fs::rename(&tmp, &dir).map_err(io(&tmp))?;
+    rename(&new, &dir)?;
+    sync_dir(run)?;
     if old.exists() {
-        std::fs::remove_dir_all(&old).map_err(io(&old))?;
+        remove_dir(&old)?;
     }
     Ok(())
 }
 // ANCHOR_END: checkpoint
 
-/// Reads the checkpoint of a run folder back.
+/// Optimiser moments that could not be written (a full disk) are an I/O
+/// error naming the file, not "bad optimizer state".
+fn optimizer_write_error(path: &Path) -> impl FnOnce(WeightsError) -> RunError + '_ {
+    move |e| match e {
+        WeightsError::Io { path, source } => RunError::Io { path, source },
+        other => RunError::Optimizer {
+            path: path.to_path_buf(),
+            why: other.to_string(),
+        },
+    }
+}
+
+/// A checkpoint that could not be written because the disk is full is an
+/// I/O error naming the file, not a "bad checkpoint".
+fn checkpoint_error(e: CheckpointError) -> RunError {
+    match e {
+        CheckpointError::Io { path, source }
+        | CheckpointError::Weights {
+            source: WeightsError::Io { path, source },
+        } => RunError::Io { path, source },
+        other => RunError::Checkpoint(other),
+    }
+}
+
+/// Reads the checkpoint of a run folder back ([`checkpoint_dir`]: after a
+/// crash, whichever complete copy is there), checking that the step, the
+/// optimiser's step count and the history agree with each other and with
+/// the config.
 ///
 /// # Errors
 /// Any missing or damaged file, named.
 pub fn load_state(run: &Path, config: &RunConfig) -> Result<State, RunError> {
-    let dir = run.join(CHECKPOINT_DIR);
+    let dir = checkpoint_dir(run).ok_or_else(|| RunError::Io {
+        path: run.join(CHECKPOINT_DIR),
+        source: std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "no checkpoint yet (the run stopped before its first one)",
+        ),
+    })?;
     let model::Checkpoint { model, tokenizer } =
         model::load_checkpoint(&dir).map_err(RunError::Checkpoint)?;
     let mut opt = AdamWState::new(AdamW::from_run(config), &model);
@@ -414,15 +759,43 @@ pub fn load_state(run: &Path, config: &RunConfig) -> Result<State, RunError> {
             .and_then(|v| v.parse().ok())
             .ok_or_else(|| bad(format!("metadata lacks a numeric {key:?}")))
     };
-    let step = number("step")? as usize;
-    opt.steps = number("adamw_steps")?;
-    let history: History = read_json(&dir.join(HISTORY_FILE))?;
+    let (step, adamw_steps) = (number("step")?, number("adamw_steps")?);
+    if step > config.steps as u64 {
+        return Err(bad(format!(
+            "step {step} is past the run's {} steps",
+            config.steps
+        )));
+    }
+    if adamw_steps != step {
+        return Err(bad(format!(
+            "adamw_steps {adamw_steps} differs from step {step} (one update per step)"
+        )));
+    }
+    let step = step as usize;
+    opt.steps = adamw_steps;
+    let history_path = dir.join(HISTORY_FILE);
+    let history: History = read_json(&history_path)?;
+    let recorded: Vec<usize> = history.steps.iter().map(|r| r.step).collect();
+    if recorded != (0..step).collect::<Vec<_>>() {
+        return Err(RunError::Io {
+            path: history_path,
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "the history records {} steps, not steps 0 to {} of the checkpoint",
+                    recorded.len(),
+                    step.saturating_sub(1)
+                ),
+            ),
+        });
+    }
     Ok(State {
         model,
         tokenizer,
         opt,
         step,
         history,
+        lock: None,
     })
 }
 
@@ -435,30 +808,120 @@ pub enum Progress {
     Quiet,
 }
 
-/// Starts a new run in `run` (which must not hold a checkpoint yet).
+/// Names of everything a run writes into its folder: what [`clear`]
+/// removes, and what makes a folder hold a run.
+pub const RUN_FILES: [&str; 10] = [
+    RUN_FILE,
+    CHECKPOINT_DIR,
+    CHECKPOINT_TMP,
+    CHECKPOINT_NEW,
+    CHECKPOINT_OLD,
+    METRICS_FILE,
+    LOSS_PLOT_FILE,
+    SAMPLES_FILE,
+    "eval.json",
+    crate::commands::own::OWN_DATA_FILE,
+];
+
+/// Whether `run` holds a run (its config or a checkpoint).
+pub fn holds_run(run: &Path) -> bool {
+    RUN_FILES[..5].iter().any(|name| run.join(name).exists())
+}
+
+/// The folder of run `name` under `out`, if `name` is a plain folder name:
+/// not empty, not `.` or `..`, without `/` and not absolute, so a run can
+/// never land outside `out`.
+///
+/// # Errors
+/// [`RunError::BadValue`] naming `name`.
+pub fn run_dir(out: &Path, name: &str) -> Result<PathBuf, RunError> {
+    use std::path::Component;
+    let mut parts = Path::new(name).components();
+    match (parts.next(), parts.next()) {
+        (Some(Component::Normal(part)), None) if part == name => Ok(out.join(name)),
+        _ => Err(RunError::BadValue {
+            name: "name",
+            why: format!(
+                "{name:?} is not a folder name (the run goes to --out/<name>: no `/`, `..` or empty name)"
+            ),
+        }),
+    }
+}
+
+/// Deletes the run in `run` (what [`RUN_FILES`] names, nothing else), under
+/// its lock: `--force`. A folder that holds no run is left alone.
+///
+/// # Errors
+/// [`RunError::Locked`] if a training is writing it, [`RunError::Io`].
+pub fn clear(run: &Path) -> Result<(), RunError> {
+    if !holds_run(run) {
+        return Ok(());
+    }
+    let _lock = lock(run)?;
+    for name in RUN_FILES {
+        let path = run.join(name);
+        let removed = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        match removed {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(&path)(e)),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Claims `run` for a new run: takes its lock, refuses a folder that holds
+/// a run already, checks `config` and writes `run.json`.
+///
+/// # Errors
+/// [`RunError::Exists`], [`RunError::Locked`], a bad config, a file error.
+pub fn claim(run: &Path, config: &RunConfig) -> Result<RunLock, RunError> {
+    config.validate()?;
+    let lock = lock(run)?;
+    if holds_run(run) {
+        return Err(RunError::Exists {
+            run: run.to_path_buf(),
+        });
+    }
+    write_json(&run.join(RUN_FILE), config)?;
+    Ok(lock)
+}
+
+/// Starts a new run in `run`, which must not hold one ([`claim`]); the
+/// returned state holds the folder's lock until it is dropped.
+///
+/// # Errors
+/// As [`claim`], or a tokenizer or model that cannot be made.
 pub fn start(run: &Path, config: &RunConfig) -> Result<State, RunError> {
     config.validate()?;
-    std::fs::create_dir_all(run).map_err(io(run))?;
     let tokenizer = config
         .data()
         .train_tokenizer()
         .map_err(RunError::Tokenizer)?;
     let model_config = config.model_config(&tokenizer)?;
+    let lock = claim(run, config)?;
     let model = model_config
         .init(&mut StdRng::seed_from_u64(config.seed))
         .map_err(RunError::Config)?;
     let opt = AdamWState::new(AdamW::from_run(config), &model);
-    write_json(&run.join(RUN_FILE), config)?;
     Ok(State {
         model,
         tokenizer,
         opt,
         step: 0,
         history: History::default(),
+        lock: Some(lock),
     })
 }
 
-/// Opens an existing run folder: its config and its last checkpoint.
+/// Opens an existing run folder to read it: its config and its last
+/// checkpoint. Changes nothing on disk (see [`resume`] to train on).
+///
+/// # Errors
+/// A missing folder, a missing or damaged file, named.
 pub fn open(run: &Path) -> Result<(RunConfig, State), RunError> {
     if !run.is_dir() {
         return Err(RunError::Io {
@@ -471,6 +934,98 @@ pub fn open(run: &Path) -> Result<(RunConfig, State), RunError> {
     let state = load_state(run, &config)?;
     Ok((config, state))
 }
+
+/// Opens a run folder to train on: takes its lock, repairs what a crash
+/// left ([`recover`]) and loads the last checkpoint.
+///
+/// # Errors
+/// [`RunError::Locked`] if another training holds it, else as [`open`].
+pub fn resume(run: &Path) -> Result<(RunConfig, State), RunError> {
+    if !run.is_dir() {
+        return open(run); // the error for a missing folder
+    }
+    let lock = lock(run)?;
+    let (config, mut state) = open(run)?;
+    state.lock = Some(lock);
+    Ok((config, state))
+}
+
+// ANCHOR: step_memory
+/// Bytes a training step of `batch` examples of `model` needs, measured
+/// rather than guessed: the peak memory of a forward and backward pass at
+/// 8 and at 16 examples (captions of `max_len` tokens, the most a batch
+/// can hold), extended in a straight line to `batch`, plus the batch
+/// itself. `None` if [`memory::Counting`] is not the global allocator (the
+/// `train` program installs it).
+pub fn step_bytes(model: &Model, batch: usize) -> Option<u64> {
+    use crate::{caption_loss, contrastive_loss};
+    let config = model.config();
+    let (size, t) = (config.image.image_size(), config.max_len);
+    let probe = |b: usize| {
+        let images = ndarray::Array4::<f32>::zeros((b, config.image.in_channels(), size, size));
+        let mut tokens = ndarray::Array2::from_elem((b, t), config.special.pad);
+        tokens.column_mut(0).fill(config.special.bos);
+        tokens.column_mut(t - 1).fill(config.special.eos);
+        let lengths = vec![t; b];
+        let mut grads = model.zeros_like();
+        memory::peak_during(|| {
+            let (out, cache) = model.forward(&images, &tokens, &lengths);
+            let c = contrastive_loss(&out.image_embeds, &out.text_embeds, out.logit_scale);
+            let cap = caption_loss(&out.logits, &tokens, &lengths);
+            let dout = model::ModelOutputGrads {
+                dimage_embeds: c.dimage_embeds,
+                dtext_embeds: c.dtext_embeds,
+                dlogit_scale: c.dscale,
+                dlogits: cap.dlogits,
+            };
+            model.backward(&dout, &cache, &mut grads);
+        })
+        .1
+    };
+    let (small, large) = (probe(8)?, probe(16)?);
+    let per_example = large.saturating_sub(small).div_ceil(8);
+    // the batch: images and tokens, drawn and then copied once
+    let data = 2 * 4 * (config.image.in_channels() * size * size + 2 * t) as u64;
+    let extra = (batch as u64).saturating_sub(8);
+    Some(
+        small
+            .saturating_add(extra.saturating_mul(per_example))
+            .saturating_add((batch as u64).saturating_mul(data)),
+    )
+}
+
+/// Refuses a batch whose training step would not fit in the memory
+/// available ([`memory::available_bytes`]), saying which batch size fits.
+/// Batches of at most 16 are not checked (the model itself is the most
+/// they can need), nor is anything when [`step_bytes`] cannot measure.
+///
+/// # Errors
+/// [`RunError::Memory`].
+pub fn check_step_memory(model: &Model, batch: usize) -> Result<(), RunError> {
+    if batch <= 16 {
+        return Ok(());
+    }
+    let Some(needed) = step_bytes(model, batch) else {
+        return Ok(());
+    };
+    let available = memory::available_bytes();
+    if needed <= available {
+        return Ok(());
+    }
+    // the largest batch that fits, by the same straight line
+    let (at8, at16) = (step_bytes(model, 8), step_bytes(model, 16));
+    let fits = match (at8, at16) {
+        (Some(a), Some(b)) if b > a => (available.saturating_sub(a) / ((b - a) / 8).max(1)) + 8,
+        _ => 16,
+    };
+    Err(RunError::Memory(MemoryError {
+        what: format!("a training step of {batch} examples"),
+        needed,
+        available,
+        fits: format!("a --batch-size of at most about {fits} fits"),
+    }))
+}
+// ANCHOR_END: step_memory
 
 /// Trains `state` on the toy dataset up to `stop` steps (at most
 /// `config.steps`), evaluating and checkpointing on the way and at the end.
@@ -485,6 +1040,7 @@ pub fn train(
     stop: usize,
     progress: Progress,
 ) -> Result<(), RunError> {
+    check_step_memory(&state.model, config.batch_size)?;
     let data = config.data();
     let batch_of = |step: u64, state: &State| {
         let tokens = Tokens::new(&state.tokenizer, state.model.config());
@@ -600,7 +1156,7 @@ pub fn train_loop(
             );
             // a hidden bar (no terminal) drops println: print the line plainly
             match progress {
-                Progress::Bar if bar.is_hidden() => eprintln!("{line}"),
+                Progress::Bar if bar.is_hidden() => crate::commands::note(&line),
                 Progress::Bar => bar.println(line),
                 Progress::Quiet => {}
             }
@@ -637,6 +1193,7 @@ pub struct Metrics {
 /// `samples.md`; returns the metrics.
 pub fn finish(run: &Path, config: &RunConfig, state: &State) -> Result<Metrics, RunError> {
     let data = config.data();
+    check_eval_memory(&state.model, &data, config.eval_per_object)?;
     let final_eval = evaluate(
         &state.model,
         &state.tokenizer,
@@ -667,9 +1224,35 @@ pub fn finish(run: &Path, config: &RunConfig, state: &State) -> Result<Metrics, 
     Ok(metrics)
 }
 
+/// Refuses an evaluation of `per_object` images of each object of
+/// `data`'s world whose images would not fit in memory.
+///
+/// # Errors
+/// [`RunError::Memory`] naming `--per-object`.
+pub fn check_eval_memory(model: &Model, data: &ToyData, per_object: usize) -> Result<(), RunError> {
+    let c = model.config();
+    let size = c.image.image_size() as u64;
+    // each image: its pixels, its embedding and its caption (a few hundred bytes)
+    let per_image = 4 * (c.image.in_channels() as u64 * size * size + c.embed_dim as u64) + 512;
+    let objects = data.world.objects().len() as u64;
+    memory::check_items(
+        objects.saturating_mul(per_object as u64),
+        per_image,
+        0,
+        memory::available_bytes(),
+        |n| format!("an evaluation on {n} images"),
+        |n| format!("--per-object {} fits", n / objects.max(1)),
+    )
+    .map_err(RunError::Memory)
+}
+
 /// Evaluates a saved run and writes `eval.json` into it.
+///
+/// # Errors
+/// A run folder that cannot be opened, an evaluation too large for memory.
 pub fn eval_run(run: &Path, per_object: usize) -> Result<EvalReport, RunError> {
     let (config, state) = open(run)?;
+    check_eval_memory(&state.model, &config.data(), per_object)?;
     let report = evaluate(
         &state.model,
         &state.tokenizer,
@@ -827,5 +1410,295 @@ mod tests {
                 .all(|v| v.is_finite())
         );
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    // ---- crash safety -----------------------------------------------------
+
+    /// Copies a run folder (files and one level of folders), as a crash left it.
+    fn copy_run(from: &Path, to: &Path) {
+        let _ = std::fs::remove_dir_all(to);
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let path = entry.unwrap().path();
+            let target = to.join(path.file_name().unwrap());
+            if path.is_dir() {
+                std::fs::create_dir_all(&target).unwrap();
+                for inner in std::fs::read_dir(&path).unwrap() {
+                    let inner = inner.unwrap().path();
+                    std::fs::copy(&inner, target.join(inner.file_name().unwrap())).unwrap();
+                }
+            } else {
+                std::fs::copy(&path, &target).unwrap();
+            }
+        }
+    }
+
+    /// The entries of a run folder that only a crash leaves behind.
+    fn leftovers(run: &Path) -> Vec<String> {
+        std::fs::read_dir(run)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(CHECKPOINT_DIR) && n != CHECKPOINT_DIR || n.contains(".tmp-"))
+            .collect()
+    }
+
+    // ANCHOR: crash_test
+    /// A save killed at each of its renames and removals (a failpoint stops
+    /// it there, as a kill would: nothing after it runs), and the recovery
+    /// after it killed at each of its own steps: the run always opens, on
+    /// the old checkpoint or the new one, and resumes to exactly the
+    /// weights of the run that was never interrupted.
+    #[test]
+    fn a_kill_at_every_step_of_a_save_never_loses_the_run() {
+        let config = RunConfig {
+            checkpoint_interval: 2,
+            ..micro(4)
+        };
+        let straight = tmp("kill-straight");
+        let mut a = start(&straight, &config).unwrap();
+        train(&straight, &config, &mut a, 4, Progress::Quiet).unwrap();
+
+        // how many failpoints one save passes
+        let probe = tmp("kill-probe");
+        let mut p = start(&probe, &config).unwrap();
+        train(&probe, &config, &mut p, 3, Progress::Quiet).unwrap(); // saved at 2, at 3 in memory
+        failpoints::fail_at(None, std::io::ErrorKind::Interrupted);
+        save_state(&probe, &p).unwrap();
+        let points = failpoints::reached();
+        assert!(points >= 6, "{points} failpoints");
+
+        for k in 0..points {
+            let dir = tmp(&format!("kill-{k}"));
+            let mut s = start(&dir, &config).unwrap();
+            train(&dir, &config, &mut s, 3, Progress::Quiet).unwrap();
+            failpoints::fail_at(Some(k), std::io::ErrorKind::Interrupted);
+            assert!(save_state(&dir, &s).is_err(), "failpoint {k}");
+            failpoints::fail_at(None, std::io::ErrorKind::Interrupted);
+            drop(s); // the process died: its lock goes with it
+
+            // readers see a complete checkpoint, old or new, and change nothing
+            let (_, r) = open(&dir).unwrap_or_else(|e| panic!("failpoint {k}: {e}"));
+            assert!(r.step == 2 || r.step == 3, "failpoint {k}: step {}", r.step);
+            let loaded = crate::commands::load_run(&dir).unwrap();
+            assert_eq!(loaded.model, r.model);
+
+            // a recovery killed at each of its steps is repaired by the next
+            for j in 0.. {
+                let copy = tmp(&format!("kill-{k}-{j}"));
+                copy_run(&dir, &copy);
+                failpoints::fail_at(Some(j), std::io::ErrorKind::Interrupted);
+                let interrupted = lock(&copy).is_err();
+                failpoints::fail_at(None, std::io::ErrorKind::Interrupted);
+                let (_, again) = resume(&copy).unwrap_or_else(|e| panic!("{k}/{j}: {e}"));
+                assert!(again.step == 2 || again.step == 3);
+                assert!(leftovers(&copy).is_empty(), "{:?}", leftovers(&copy));
+                drop(again);
+                std::fs::remove_dir_all(&copy).unwrap();
+                if !interrupted {
+                    break;
+                }
+            }
+
+            // and training on gives the uninterrupted run's weights, bit for bit
+            let (config2, mut t) = resume(&dir).unwrap();
+            assert!(leftovers(&dir).is_empty(), "{:?}", leftovers(&dir));
+            train(&dir, &config2, &mut t, 4, Progress::Quiet).unwrap();
+            assert_eq!(t.model, a.model, "failpoint {k}: weights differ");
+            assert_eq!(t.opt, a.opt, "failpoint {k}: moments differ");
+            assert_eq!(t.history.steps, a.history.steps);
+            drop(t);
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+        for d in [straight, probe] {
+            std::fs::remove_dir_all(d).unwrap();
+        }
+    }
+    // ANCHOR_END: crash_test
+
+    #[test]
+    fn starting_over_a_run_never_deletes_it_without_force() {
+        let config = micro(2);
+        let dir = tmp("exists");
+        let mut s = start(&dir, &config).unwrap();
+        train(&dir, &config, &mut s, 2, Progress::Quiet).unwrap();
+        drop(s);
+        // a crash between the two renames: no checkpoint/, the old and the new
+        std::fs::rename(dir.join(CHECKPOINT_DIR), dir.join(CHECKPOINT_OLD)).unwrap();
+        copy_run(&dir.join(CHECKPOINT_OLD), &dir.join(CHECKPOINT_NEW));
+        let e = start(&dir, &config).unwrap_err();
+        assert!(matches!(e, RunError::Exists { .. }), "{e}");
+        assert!(e.to_string().contains("--force"), "{e}");
+        // nothing was deleted: the interrupted swap was finished instead
+        assert_eq!(open(&dir).unwrap().1.step, 2);
+        assert!(leftovers(&dir).is_empty(), "{:?}", leftovers(&dir));
+        // a run that stopped before its first checkpoint is a run too
+        let early = tmp("exists-early");
+        drop(start(&early, &config).unwrap());
+        assert!(matches!(
+            start(&early, &config).unwrap_err(),
+            RunError::Exists { .. }
+        ));
+        // --force deletes what a run wrote, and only that
+        std::fs::write(dir.join("notes.txt"), "mine").unwrap();
+        clear(&dir).unwrap();
+        assert!(!holds_run(&dir));
+        assert_eq!(
+            std::fs::read_to_string(dir.join("notes.txt")).unwrap(),
+            "mine"
+        );
+        drop(start(&dir, &config).unwrap());
+        // a folder without a run is left alone
+        let other = tmp("not-a-run");
+        std::fs::create_dir_all(other.join(CHECKPOINT_DIR.to_string() + "s")).unwrap();
+        clear(&other).unwrap();
+        assert!(other.join("checkpoints").is_dir());
+        for d in [dir, early, other] {
+            std::fs::remove_dir_all(d).unwrap();
+        }
+    }
+
+    #[test]
+    fn two_trainings_in_one_folder_are_refused() {
+        let config = micro(1);
+        let dir = tmp("locked");
+        let first = start(&dir, &config).unwrap();
+        let e = resume(&dir).unwrap_err();
+        assert!(matches!(e, RunError::Locked { .. }), "{e}");
+        assert!(e.to_string().contains("another training"), "{e}");
+        assert!(matches!(clear(&dir), Err(RunError::Locked { .. })));
+        drop(first);
+        // the lock goes with its holder
+        let mut again = start(&tmp("locked"), &config).unwrap();
+        train(&dir, &config, &mut again, 1, Progress::Quiet).unwrap();
+        let other = open(&dir); // reading needs no lock
+        assert!(other.is_ok());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn leftovers_of_a_crash_are_removed_on_resume() {
+        let config = micro(2);
+        let dir = tmp("leftovers");
+        let mut s = start(&dir, &config).unwrap();
+        train(&dir, &config, &mut s, 2, Progress::Quiet).unwrap();
+        drop(s);
+        std::fs::write(dir.join(".run.json.tmp-99999"), "{").unwrap();
+        std::fs::write(dir.join(".metrics.json.tmp-99999"), "").unwrap();
+        std::fs::create_dir_all(dir.join(CHECKPOINT_TMP)).unwrap();
+        std::fs::write(dir.join(CHECKPOINT_TMP).join("model.safetensors"), b"half").unwrap();
+        assert_eq!(leftovers(&dir).len(), 3);
+        let (_, state) = resume(&dir).unwrap();
+        assert_eq!(state.step, 2);
+        assert!(leftovers(&dir).is_empty(), "{:?}", leftovers(&dir));
+        drop(state);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A real "No space left on device" from `/dev/full`.
+    fn disk_full() -> Option<std::io::Error> {
+        Path::new("/dev/full")
+            .exists()
+            .then(|| std::fs::write("/dev/full", b"x").unwrap_err())
+    }
+
+    #[test]
+    fn a_full_disk_is_reported_as_a_full_disk() {
+        let Some(full) = disk_full() else { return };
+        assert_eq!(full.kind(), std::io::ErrorKind::StorageFull);
+        let path = PathBuf::from("run/checkpoint.tmp/optimizer.safetensors");
+        let e = optimizer_write_error(&path)(WeightsError::Io {
+            path: path.clone(),
+            source: disk_full().unwrap(),
+        });
+        let text = e.to_string();
+        assert!(
+            text.contains("optimizer.safetensors: No space left"),
+            "{text}"
+        );
+        assert!(text.contains("the disk is full"), "{text}");
+        assert!(!text.contains("bad optimizer state"), "{text}");
+        let e = checkpoint_error(CheckpointError::Weights {
+            source: WeightsError::Io {
+                path: path.clone(),
+                source: full,
+            },
+        });
+        assert!(!e.to_string().contains("bad checkpoint"), "{e}");
+        // and a real write that fails: metrics.json's temporary file is /dev/full
+        let config = micro(1);
+        let dir = tmp("full");
+        let mut s = start(&dir, &config).unwrap();
+        train(&dir, &config, &mut s, 1, Progress::Quiet).unwrap();
+        let temporary = dir.join(format!(".{METRICS_FILE}.tmp-{}", std::process::id()));
+        std::os::unix::fs::symlink("/dev/full", &temporary).unwrap();
+        let text = finish(&dir, &config, &s).unwrap_err().to_string();
+        assert!(
+            text.contains("metrics.json") && text.contains("No space left"),
+            "{text}"
+        );
+        assert!(text.contains("the disk is full"), "{text}");
+        drop(s);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn step_counts_that_disagree_are_refused() {
+        let config = micro(2);
+        let dir = tmp("steps");
+        let mut s = start(&dir, &config).unwrap();
+        train(&dir, &config, &mut s, 2, Progress::Quiet).unwrap();
+        let path = dir.join(CHECKPOINT_DIR).join(OPTIMIZER_FILE);
+        for (step, adamw, want) in [
+            (
+                u64::MAX,
+                u64::MAX,
+                "step 18446744073709551615 is past the run's 2 steps",
+            ),
+            (2, 5, "adamw_steps 5 differs from step 2"),
+            (1, 1, "the history records 2 steps, not steps 0 to 0"),
+        ] {
+            let metadata = BTreeMap::from([
+                ("step".to_string(), step.to_string()),
+                ("adamw_steps".to_string(), adamw.to_string()),
+            ]);
+            model::save_weights(&path, &s.opt, &metadata).unwrap();
+            let e = open(&dir).unwrap_err().to_string();
+            assert!(e.contains(want), "{e}");
+        }
+        drop(s);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_run_name_is_one_folder_inside_out() {
+        let out = Path::new("runs");
+        assert_eq!(run_dir(out, "mine").unwrap(), out.join("mine"));
+        for name in ["", ".", "..", "../x", "a/b", "/tmp/x", "x/", "a/../b"] {
+            let e = run_dir(out, name).unwrap_err().to_string();
+            assert!(e.contains("--name") || e.contains("name"), "{name:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn loss_weights_are_bounded() {
+        let e = RunConfig {
+            caption_weight: 1e38,
+            ..micro(1)
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("caption-weight") && e.contains("[0, 1e6]"),
+            "{e}"
+        );
+        assert!(
+            RunConfig {
+                max_caption_tokens: 1_000_000,
+                ..micro(1)
+            }
+            .validate()
+            .is_err()
+        );
     }
 }

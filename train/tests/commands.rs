@@ -322,6 +322,10 @@ fn exported_data_round_trips_as_own_data() {
     let (folder, mut half) = start_own(&data, &halves, &cfg).unwrap();
     train_steps(&halves, &cfg, &folder, &mut half, 3, Progress::Quiet).unwrap();
     run::save_state(&halves, &half).unwrap();
+    // while the first training holds the folder, a second one is refused
+    let e = err(resume_own(&halves, None, Progress::Quiet));
+    assert!(e.contains("being written by another training"), "{e}");
+    drop(half);
     let (resumed_own, resumed) = resume_own(&halves, None, Progress::Quiet).unwrap();
     assert_eq!(resumed.step, 6);
     assert_eq!(

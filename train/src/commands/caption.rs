@@ -101,8 +101,14 @@ pub fn caption_files<P: AsRef<Path>>(
     paths: &[P],
     strategy: &Strategy,
 ) -> Result<Vec<Caption>, CommandError> {
-    let images = load_images(model, paths)?; // [N, 3, S, S]
-    Ok(Captioner::new(model, tokenizer).caption(&images, strategy))
+    // a chunk of images at a time: any number of files costs one chunk's memory
+    let captioner = Captioner::new(model, tokenizer);
+    let mut captions = Vec::with_capacity(paths.len());
+    for chunk in paths.chunks(super::IMAGE_CHUNK) {
+        let images = load_images(model, chunk)?; // [n, 3, S, S]
+        captions.extend(captioner.caption(&images, strategy));
+    }
+    Ok(captions)
 }
 
 /// One line per image: the file, the caption, its log-probability.

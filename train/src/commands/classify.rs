@@ -80,8 +80,23 @@ pub fn classify_file(
     labels: &[String],
 ) -> Result<Vec<(String, f32)>, CommandError> {
     let images = load_images(model, &[image])?; // [1, 3, S, S]
-    let classes: Vec<&str> = labels.iter().map(String::as_str).collect();
-    let classifier = ZeroShotClassifier::new(model, tokenizer, &classes, &PROMPT_TEMPLATES);
+    // every label in every template: embedded a chunk of labels at a time,
+    // so thousands of labels cost the memory of one chunk
+    let per_chunk = (super::TEXT_CHUNK / PROMPT_TEMPLATES.len()).max(1);
+    let mut class_embeds = ndarray::Array2::zeros((labels.len(), model.config().embed_dim));
+    for (i, chunk) in labels.chunks(per_chunk).enumerate() {
+        let classes: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        let part = ZeroShotClassifier::new(model, tokenizer, &classes, &PROMPT_TEMPLATES);
+        let start = i * per_chunk;
+        class_embeds
+            .slice_mut(ndarray::s![start..start + chunk.len(), ..])
+            .assign(&part.class_embeds);
+    }
+    let classifier = ZeroShotClassifier {
+        classes: labels.to_vec(),
+        class_embeds,
+        logit_scale: model.logit_scale_exp(),
+    };
     let probs = classifier.classify(model, &images); // [1, K]
     let mut ranked: Vec<(String, f32)> =
         labels.iter().cloned().zip(probs.row(0).to_vec()).collect();

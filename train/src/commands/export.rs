@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 /// Arguments of `train dataset export`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ExportArgs {
-    /// The folder to write (created if needed; files of the same names are replaced).
+    /// The folder to write: a new or empty one (an existing data set is
+    /// never overwritten or mixed with the new one).
     #[arg(long)]
     pub out: PathBuf,
     /// How many images.
@@ -33,6 +34,9 @@ pub struct ExportArgs {
 
 /// Scenes drawn per step of the stream.
 const PER_STEP: usize = 64;
+
+/// The most images one export writes: a million files of about 1 kB.
+pub const MAX_COUNT: usize = 1_000_000;
 
 impl ExportArgs {
     /// Runs the command.
@@ -66,13 +70,21 @@ impl ExportArgs {
 /// fraction of two-object scenes and world of `data`, 64 a step: what
 /// training sees (no held-out combination).
 ///
+/// `out` must be new or empty, so the folder holds exactly this data set;
+/// `captions.tsv` is written last, atomically, so a folder with one is
+/// complete.
+///
 /// # Errors
-/// [`CommandError::BadArg`] for `count = 0`, a fraction outside `[0, 1]`
-/// or a world out of range; [`CommandError::Io`] / [`CommandError::Image`]
-/// if a file cannot be written.
+/// [`CommandError::BadArg`] for a count of 0 or above [`MAX_COUNT`], a
+/// fraction outside `[0, 1]`, a world out of range or an `out` folder that
+/// is not empty; [`CommandError::Io`] / [`CommandError::Image`] if a file
+/// cannot be written.
 pub fn export(out: &Path, count: usize, data: &ToyData) -> Result<Vec<Scene>, CommandError> {
-    if count == 0 {
-        return Err(bad_arg("count", "must be at least 1"));
+    if !(1..=MAX_COUNT).contains(&count) {
+        return Err(bad_arg(
+            "count",
+            format!("must be between 1 and {MAX_COUNT}, got {count}"),
+        ));
     }
     let two_object = data.two_object;
     if !(0.0..=1.0).contains(&two_object) {
@@ -88,6 +100,18 @@ pub fn export(out: &Path, count: usize, data: &ToyData) -> Result<Vec<Scene>, Co
         let path = path.to_path_buf();
         move |source| CommandError::Io { path, source }
     };
+    if out.exists() {
+        let mut entries = std::fs::read_dir(out).map_err(io(out))?;
+        if entries.next().is_some() {
+            return Err(bad_arg(
+                "out",
+                format!(
+                    "{} is not empty; export into a new folder (an existing data set is never overwritten)",
+                    out.display()
+                ),
+            ));
+        }
+    }
     std::fs::create_dir_all(out).map_err(io(out))?;
     let mut scenes = Vec::with_capacity(count);
     let mut tsv = String::new();
@@ -104,7 +128,7 @@ pub fn export(out: &Path, count: usize, data: &ToyData) -> Result<Vec<Scene>, Co
         }
     }
     let path = out.join(CAPTIONS_FILE);
-    std::fs::write(&path, tsv).map_err(io(&path))?;
+    model::write_atomic(&path, tsv.as_bytes()).map_err(io(&path))?;
     Ok(scenes)
 }
 // ANCHOR_END: export

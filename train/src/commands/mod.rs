@@ -118,11 +118,13 @@ pub struct Loaded {
     pub tokenizer: Tokenizer,
 }
 
-/// Reads `run/checkpoint/`.
+/// Reads the checkpoint of a run folder: `run/checkpoint/`, or the
+/// complete copy a crash in the middle of a save left
+/// ([`crate::run::checkpoint_dir`]). Changes nothing on disk.
 ///
 /// # Errors
 /// [`CommandError::NotARun`] if `run` is not a folder or has no
-/// `checkpoint/`, [`CommandError::Checkpoint`] if the checkpoint is damaged.
+/// checkpoint, [`CommandError::Checkpoint`] if the checkpoint is damaged.
 pub fn load_run(run: &Path) -> Result<Loaded, CommandError> {
     let not_a_run = |why: &str| CommandError::NotARun {
         path: run.to_path_buf(),
@@ -131,15 +133,22 @@ pub fn load_run(run: &Path) -> Result<Loaded, CommandError> {
     if !run.is_dir() {
         return Err(not_a_run("no such folder"));
     }
-    let dir = run.join(crate::run::CHECKPOINT_DIR);
-    if !dir.is_dir() {
-        return Err(not_a_run(
-            "it has no checkpoint/ folder (train one with `train --name NAME`)",
-        ));
+    // a training may be swapping its checkpoint right now: look twice
+    let mut attempt = 0;
+    loop {
+        let Some(dir) = crate::run::checkpoint_dir(run) else {
+            return Err(not_a_run(
+                "it has no checkpoint/ folder (train one with `train --name NAME`)",
+            ));
+        };
+        match model::load_checkpoint(&dir) {
+            Ok(model::Checkpoint { model, tokenizer }) => return Ok(Loaded { model, tokenizer }),
+            Err(CheckpointError::MissingFile { .. }) if attempt == 0 && !dir.is_dir() => {
+                attempt += 1; // the folder was renamed while it was read
+            }
+            Err(e) => return Err(CommandError::Checkpoint(e)),
+        }
     }
-    let model::Checkpoint { model, tokenizer } =
-        model::load_checkpoint(&dir).map_err(CommandError::Checkpoint)?;
-    Ok(Loaded { model, tokenizer })
 }
 
 /// Image files as the model's input: each resized to the model's size and
@@ -156,6 +165,52 @@ pub fn load_images<P: AsRef<Path>>(
 ) -> Result<Array4<f32>, CommandError> {
     let size = model.config().image.image_size();
     Ok(preprocess(size).load_batch(paths)?)
+}
+
+/// Images read and run through the model at once by the commands: a
+/// folder of any size then costs the memory of one chunk, plus one
+/// embedding (or caption) per image.
+pub const IMAGE_CHUNK: usize = 64;
+
+/// Texts run through the text tower at once: `classify` with thousands of
+/// labels (each in every prompt template) costs the memory of one chunk.
+pub const TEXT_CHUNK: usize = 256;
+
+/// The embeddings `[N, E]` of image files, read and encoded
+/// [`IMAGE_CHUNK`] at a time.
+///
+/// # Errors
+/// The first unreadable file's [`ImageError`], naming it.
+pub fn embed_image_files<P: AsRef<Path>>(
+    model: &Model,
+    paths: &[P],
+) -> Result<ndarray::Array2<f32>, CommandError> {
+    let mut embeds = ndarray::Array2::zeros((paths.len(), model.config().embed_dim));
+    for (i, chunk) in paths.chunks(IMAGE_CHUNK).enumerate() {
+        let images = load_images(model, chunk)?; // [n, 3, S, S]
+        let (_, e) = model.encode_images(&images); // [n, E]
+        let start = i * IMAGE_CHUNK;
+        embeds
+            .slice_mut(ndarray::s![start..start + chunk.len(), ..])
+            .assign(&e);
+    }
+    Ok(embeds)
+}
+
+/// [`model::embed_texts`], [`TEXT_CHUNK`] texts at a time: `[N, E]`.
+pub fn embed_texts_chunked(
+    model: &Model,
+    tokenizer: &Tokenizer,
+    texts: &[String],
+) -> ndarray::Array2<f32> {
+    let mut embeds = ndarray::Array2::zeros((texts.len(), model.config().embed_dim));
+    for (i, chunk) in texts.chunks(TEXT_CHUNK).enumerate() {
+        let start = i * TEXT_CHUNK;
+        embeds
+            .slice_mut(ndarray::s![start..start + chunk.len(), ..])
+            .assign(&model::embed_texts(model, tokenizer, chunk));
+    }
+    embeds
 }
 
 /// How many of `texts` are longer than the text tower reads (`max_len`
@@ -226,19 +281,43 @@ pub fn run_command(command: &UseCommand) -> ExitCode {
     report(command.execute())
 }
 
-/// Prints a command's output, or its error with exit code 1.
-pub fn report(result: Result<String, CommandError>) -> ExitCode {
+/// Prints a command's output ([`print_out`]), or its error with exit code 1.
+pub fn report<E: fmt::Display>(result: Result<String, E>) -> ExitCode {
     match result {
-        Ok(text) => {
-            print!("{text}");
-            ExitCode::SUCCESS
-        }
+        Ok(text) => print_out(&text),
         Err(e) => {
-            eprintln!("error: {e}");
+            note(&format!("error: {e}"));
             ExitCode::FAILURE
         }
     }
 }
+
+// ANCHOR: print_out
+/// Writes `text` to standard output, as `print!` does but without its
+/// panic when the output cannot be written. A reader that stopped reading
+/// (`train tokenize … | head -1` closes the pipe) ends the program quietly
+/// with success, as Unix tools do; any other failure (`> /dev/full`, a
+/// full disk) is an error with exit code 1.
+pub fn print_out(text: &str) -> ExitCode {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            note(&format!("error: cannot write the output: {e}"));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Writes a line to standard error (progress, notes, errors), ignoring a
+/// failure: with nowhere to report it, the exit code says the rest.
+pub fn note(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+// ANCHOR_END: print_out
 
 /// A path as printed: relative paths as given, with `/` separators.
 pub(crate) fn shown(path: &Path) -> String {

@@ -56,7 +56,8 @@ pub struct OwnEval {
 /// What `own-data.json` holds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OwnRun {
-    /// The data folder, as given.
+    /// The data folder, as an absolute path (so `--resume` and `eval` find
+    /// it from any working directory; runs written before kept it as given).
     pub data: String,
     pub train_items: usize,
     pub validation_items: usize,
@@ -193,7 +194,8 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CommandError + '_ {
 }
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), CommandError> {
-    let text = serde_json::to_string_pretty(value).expect("plain structs serialise");
+    let text =
+        serde_json::to_string_pretty(value).map_err(|e| io(path)(std::io::Error::other(e)))?;
     model::write_atomic(path, text.as_bytes()).map_err(io(path))
 }
 
@@ -203,36 +205,44 @@ pub use crate::run::Progress;
 // ANCHOR: train_own
 /// Starts a new run in `run` on the data folder `data_dir` with `config`
 /// (its toy-data setting `two_object` is not used): writes `run.json` and
-/// `own-data.json`, returns the data and the untrained state.
+/// `own-data.json`, returns the data and the untrained state, which holds
+/// the run folder's lock.
 ///
 /// The tokenizer is trained on the training captions; the model reads
 /// captions as long as the preset's `max_len` or the longest caption,
-/// whichever is more.
+/// whichever is more, and no caption may need more than
+/// `config.max_caption_tokens`.
 ///
 /// # Errors
-/// A bad config, any [`DataError`] (file and line), fewer than 2 training
-/// items, a run folder that already holds a checkpoint, a non-finite loss.
+/// A bad config, any [`DataError`] (file and line), a caption longer than
+/// `max_caption_tokens`, fewer than 2 training items, a run folder that
+/// already holds a run or is being trained.
 pub fn start_own(
     data_dir: &Path,
     run: &Path,
     config: &RunConfig,
 ) -> Result<(FolderData, State), CommandError> {
     config.validate()?;
-    if run.join(run::CHECKPOINT_DIR).exists() {
-        return Err(super::bad_arg(
-            "name",
-            format!(
-                "{} already holds a run; pass --resume to continue it or choose another --name",
-                run.display()
-            ),
-        ));
+    if run::holds_run(run) {
+        return Err(RunError::Exists {
+            run: run.to_path_buf(),
+        }
+        .into());
     }
     let (items, _) = read_captions(data_dir)?;
     let tokenizer = FolderData::train_tokenizer(&items)?;
     let mut model_config = config.model_config(&tokenizer)?;
-    model_config.max_len = model_config
-        .max_len
-        .max(FolderData::longest(&items, &tokenizer));
+    let longest = FolderData::longest(&items, &tokenizer);
+    if longest.tokens > config.max_caption_tokens {
+        return Err(DataError::TooLong {
+            path: data_dir.join(crate::data::folder::CAPTIONS_FILE),
+            line: longest.line,
+            tokens: longest.tokens,
+            max: config.max_caption_tokens,
+        }
+        .into());
+    }
+    model_config.max_len = model_config.max_len.max(longest.tokens);
     let data = FolderData::load(data_dir, model_config.image.image_size())?;
     let n_train = data.train_indices().len();
     if n_train < 2 {
@@ -248,8 +258,7 @@ pub fn start_own(
     let model = model_config
         .init(&mut StdRng::seed_from_u64(config.seed))
         .map_err(RunError::Config)?;
-    std::fs::create_dir_all(run).map_err(io(run))?;
-    write_json(&run.join(run::RUN_FILE), config)?;
+    let lock = run::claim(run, config)?;
     write_json(&run.join(OWN_DATA_FILE), &own_run(data_dir, &data))?; // names the folder for --resume
     let state = State {
         opt: AdamWState::new(
@@ -263,6 +272,7 @@ pub fn start_own(
         tokenizer,
         step: 0,
         history: History::default(),
+        lock: Some(lock),
     };
     Ok((data, state))
 }
@@ -289,8 +299,13 @@ pub fn train_own(
 // ANCHOR_END: train_own
 
 fn own_run(data_dir: &Path, data: &FolderData) -> OwnRun {
+    // absolute, so the run finds its data from any working directory
+    let absolute = data_dir
+        .canonicalize()
+        .or_else(|_| std::path::absolute(data_dir))
+        .unwrap_or_else(|_| data_dir.to_path_buf());
     OwnRun {
-        data: data_dir.display().to_string(),
+        data: absolute.display().to_string(),
         train_items: data.train_indices().len(),
         validation_items: data.validation_indices().len(),
         blank_lines: data.blank_lines,
@@ -312,7 +327,7 @@ pub fn resume_own(
     progress: Progress,
 ) -> Result<(OwnRun, State), CommandError> {
     let recorded: OwnRun = read_own(run)?;
-    let (config, mut state) = run::open(run)?;
+    let (config, mut state) = run::resume(run)?;
     let data_dir = data_dir.map_or_else(|| PathBuf::from(&recorded.data), Path::to_path_buf);
     let data = FolderData::load(&data_dir, state.model.config().image.image_size())?;
     data.check_lengths(&state.tokenizer, state.model.config().max_len)?;
@@ -328,10 +343,23 @@ pub fn is_own_run(run: &Path) -> bool {
     run.join(OWN_DATA_FILE).is_file()
 }
 
+/// The data folder a run on own data was trained on (`None` for a run on
+/// the toy data, or an `own-data.json` that cannot be read: then the
+/// evaluation reports that).
+pub fn recorded_data(run: &Path) -> Option<PathBuf> {
+    if !is_own_run(run) {
+        return None;
+    }
+    Some(read_own(run).map_or_else(
+        |_| run.join(OWN_DATA_FILE), // names the broken file in the error that follows
+        |own| PathBuf::from(own.data),
+    ))
+}
+
 fn read_own(run: &Path) -> Result<OwnRun, CommandError> {
     let path = run.join(OWN_DATA_FILE);
-    let text = std::fs::read_to_string(&path).map_err(io(&path))?;
-    serde_json::from_str(&text).map_err(|e| CommandError::BadLine {
+    let text = model::read_limited(&path, run::MAX_JSON_BYTES).map_err(io(&path))?;
+    serde_json::from_slice(&text).map_err(|e| CommandError::BadLine {
         path: path.clone(),
         line: e.line(),
         why: format!("not a valid {OWN_DATA_FILE}: {e}"),
@@ -369,6 +397,8 @@ pub fn train_steps(
     stop: usize,
     progress: Progress,
 ) -> Result<(), CommandError> {
+    let batch = config.batch_size.min(data.train_indices().len());
+    run::check_step_memory(&state.model, batch)?;
     let batch_of = |step: u64, state: &State| {
         let tokens = Tokens::new(&state.tokenizer, state.model.config());
         data.batch(config.seed, step, config.batch_size, &tokens)
@@ -403,11 +433,27 @@ pub fn eval_own(run: &Path, data_dir: &Path) -> Result<(OwnEval, FolderData), Co
     Ok((eval, data))
 }
 
+/// A recorded data folder as printed: relative to the working directory
+/// when it is inside it (as the user most likely typed it), else absolute.
+fn shown_data(data: &str) -> String {
+    let data = Path::new(data);
+    std::env::current_dir()
+        .and_then(|cwd| cwd.canonicalize())
+        .ok()
+        .and_then(|cwd| data.strip_prefix(cwd).ok().map(Path::to_path_buf))
+        .filter(|rel| !rel.as_os_str().is_empty())
+        .unwrap_or_else(|| data.to_path_buf())
+        .display()
+        .to_string()
+}
+
 /// What `train --data DIR` prints.
 pub fn render_train(own: &OwnRun, run: &Path) -> String {
     let mut out = format!(
         "trained on {} ({} training, {} validation captions)\n",
-        own.data, own.train_items, own.validation_items
+        shown_data(&own.data),
+        own.train_items,
+        own.validation_items
     );
     if own.blank_lines > 0 {
         out += &format!("skipped {} blank line(s)\n", own.blank_lines);
@@ -429,11 +475,13 @@ pub fn render_eval(eval: &OwnEval, data: &FolderData) -> String {
 }
 
 /// `train --data DIR`: trains, prints the evaluation, exit code 1 on error.
+/// With `force`, a run already in `run` is deleted first ([`run::clear`]).
 pub fn train_cli(
     data: Option<&Path>,
     run: &Path,
     config: &RunConfig,
     resume: bool,
+    force: bool,
 ) -> std::process::ExitCode {
     let result = match (resume, data) {
         (true, _) if !is_own_run(run) => Err(super::bad_arg(
@@ -444,18 +492,21 @@ pub fn train_cli(
             ),
         )),
         (true, _) => {
-            eprintln!("resuming {}", run.display());
+            super::note(&format!("resuming {}", run.display()));
             resume_own(run, data, Progress::Bar)
         }
         (false, Some(data)) => {
-            eprintln!(
+            super::note(&format!(
                 "training on {} for {} steps of {} images into {}",
                 data.display(),
                 config.steps,
                 config.batch_size,
                 run.display()
-            );
-            train_own(data, run, config, Progress::Bar)
+            ));
+            let cleared = if force { run::clear(run) } else { Ok(()) };
+            cleared
+                .map_err(CommandError::from)
+                .and_then(|()| train_own(data, run, config, Progress::Bar))
         }
         (false, None) => Err(super::bad_arg("data", "give the data folder")),
     };

@@ -122,8 +122,7 @@ pub fn search_images(
         return Err(bad_arg("text", "the text is empty"));
     }
     let (files, skipped) = image_files(dir)?;
-    let images = load_images(model, &files)?; // [N, 3, S, S]
-    let (_, image_embeds) = model.encode_images(&images); // [N, E]
+    let image_embeds = super::embed_image_files(model, &files)?; // [N, E]
     let text_embeds = embed_texts(model, tokenizer, &[text.to_string()]); // [1, E]
     let scores = similarity(&text_embeds, &image_embeds); // [1, N]
     let ranked = top_k(&scores, files.len())[0]
@@ -151,9 +150,9 @@ pub fn search_images(
 /// [`CommandError::Io`] if unreadable, [`CommandError::BadLine`] for an
 /// empty line, naming it.
 pub fn read_texts(path: &Path) -> Result<Vec<String>, CommandError> {
-    let text = std::fs::read_to_string(path).map_err(|source| CommandError::Io {
-        path: path.to_path_buf(),
-        source,
+    let text = crate::data::folder::read_tsv(path).map_err(|e| match e {
+        crate::data::folder::DataError::Io { path, source } => CommandError::Io { path, source },
+        other => CommandError::Data(other),
     })?;
     let mut texts = Vec::new();
     for (i, line) in text.lines().enumerate() {
@@ -190,7 +189,7 @@ pub fn search_texts(
     let texts = read_texts(texts)?;
     let images = load_images(model, &[image])?; // [1, 3, S, S]
     let (_, image_embeds) = model.encode_images(&images); // [1, E]
-    let text_embeds = embed_texts(model, tokenizer, &texts); // [N, E]
+    let text_embeds = super::embed_texts_chunked(model, tokenizer, &texts); // [N, E]
     let scores = similarity(&image_embeds, &text_embeds); // [1, N]
     let ranked = top_k(&scores, texts.len())[0]
         .iter()

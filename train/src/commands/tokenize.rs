@@ -32,10 +32,22 @@ impl TokenizeArgs {
     /// An unreadable tokenizer file or run folder.
     pub fn execute(&self) -> Result<String, CommandError> {
         let tokenizer = match &self.tokenizer {
-            Some(path) => Tokenizer::load(path).map_err(|source| CommandError::Tokenizer {
-                path: path.clone(),
-                source,
-            })?,
+            Some(path) => {
+                // a regular file of bounded size, as a checkpoint's tokenizer.txt
+                let bytes = model::read_limited(path, model::checkpoint::MAX_TEXT_FILE_BYTES)
+                    .map_err(|source| CommandError::Io {
+                        path: path.clone(),
+                        source,
+                    })?;
+                let text = String::from_utf8(bytes).map_err(|_| CommandError::Io {
+                    path: path.clone(),
+                    source: std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"),
+                })?;
+                Tokenizer::from_text(&text).map_err(|source| CommandError::Tokenizer {
+                    path: path.clone(),
+                    source,
+                })?
+            }
             None => load_run(&self.run)?.tokenizer,
         };
         Ok(render(&tokenize(&tokenizer, &self.text)))

@@ -11,9 +11,12 @@
 //! Every image is loaded, resized to the model's size and scaled to
 //! `[0, 1]` exactly as the toy images are, once, when the folder is read.
 //! Every problem is an error naming `captions.tsv` and the line: a line
-//! without exactly one tab, an empty file name or caption, a missing or
-//! unreadable image. Blank lines are the only lines skipped, and
-//! [`FolderData::blank_lines`] counts them.
+//! without exactly one tab, an empty file name or caption, a file name
+//! that leaves the folder (`../x.png`, `/x.png`), a missing or unreadable
+//! image. Blank lines (nothing but spaces; a tab makes a line an item) are
+//! the only lines skipped, and [`FolderData::blank_lines`] counts them. A
+//! UTF-8 byte order mark at the start of the file, which some editors
+//! write, is skipped.
 //!
 //! Every 10th caption line (the 10th, 20th, …) is the validation split: it
 //! never reaches training, and the two splits are reported apart.
@@ -23,7 +26,7 @@ use ndarray::{Array4, Axis};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use tokenizer::{Tokenizer, TokenizerError};
 use vision::{ImageError, Preprocess};
 
@@ -97,6 +100,8 @@ pub enum DataError {
     },
     /// The tokenizer could not be trained on the captions.
     Tokenizer(TokenizerError),
+    /// The folder's images would not fit in memory.
+    Memory(crate::memory::MemoryError),
 }
 
 impl fmt::Display for DataError {
@@ -130,6 +135,7 @@ impl fmt::Display for DataError {
                 path.display()
             ),
             DataError::Tokenizer(e) => write!(f, "tokenizer: {e}"),
+            DataError::Memory(e) => write!(f, "{e}"),
         }
     }
 }
@@ -178,7 +184,51 @@ pub(crate) fn tsv_fields<'a, const N: usize>(
     if fields[0].is_empty() {
         return Err(malformed("the file name is empty".to_string()));
     }
+    // only paths inside the data folder: no `..`, no root
+    let inside = Path::new(fields[0])
+        .components()
+        .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+    if !inside {
+        return Err(malformed(format!(
+            "the file name {:?} leaves the data folder (no `..` and no absolute paths)",
+            fields[0]
+        )));
+    }
     Ok(fields)
+}
+
+/// Whether a line of a `.tsv` data file is blank: nothing but spaces. A
+/// line with a tab is an item even if its fields are empty (and is then an
+/// error), so it is never skipped silently, which would move every later
+/// line's place in the validation split.
+pub(crate) fn is_blank(raw: &str) -> bool {
+    !raw.contains('\t') && raw.trim().is_empty()
+}
+
+/// The largest `captions.tsv` or `questions.tsv` read: 64 MiB.
+pub const MAX_TSV_BYTES: u64 = 64 << 20;
+
+/// Reads a `.tsv` data file: a regular file of at most [`MAX_TSV_BYTES`],
+/// UTF-8, without the byte order mark some editors put first.
+///
+/// # Errors
+/// [`DataError::Io`], naming the file.
+pub(crate) fn read_tsv(path: &Path) -> Result<String, DataError> {
+    let io_error = |source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let bytes = model::read_limited(path, MAX_TSV_BYTES).map_err(io_error)?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        io_error(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("not UTF-8 text (byte {})", e.utf8_error().valid_up_to()),
+        ))
+    })?;
+    Ok(match text.strip_prefix('\u{feff}') {
+        Some(rest) => rest.to_string(),
+        None => text,
+    })
 }
 
 /// Parses the text of a `captions.tsv`: the items and the number of blank
@@ -190,9 +240,10 @@ pub(crate) fn tsv_fields<'a, const N: usize>(
 pub fn parse_captions(text: &str, path: &Path) -> Result<(Vec<Item>, usize), DataError> {
     let mut items = Vec::new();
     let mut blank = 0;
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     for (i, raw) in text.lines().enumerate() {
         let line = i + 1;
-        if raw.trim().is_empty() {
+        if is_blank(raw) {
             blank += 1;
             continue;
         }
@@ -221,10 +272,7 @@ pub fn parse_captions(text: &str, path: &Path) -> Result<(Vec<Item>, usize), Dat
 /// no caption line, else as [`parse_captions`].
 pub fn read_captions(dir: &Path) -> Result<(Vec<Item>, usize), DataError> {
     let path = dir.join(CAPTIONS_FILE);
-    let text = std::fs::read_to_string(&path).map_err(|source| DataError::Io {
-        path: path.clone(),
-        source,
-    })?;
+    let text = read_tsv(&path)?;
     let (items, blank) = parse_captions(&text, &path)?;
     if items.is_empty() {
         return Err(DataError::TooFew {
@@ -233,6 +281,32 @@ pub fn read_captions(dir: &Path) -> Result<(Vec<Item>, usize), DataError> {
         });
     }
     Ok((items, blank))
+}
+
+/// The longest caption of a file ([`FolderData::longest`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Longest {
+    /// Tokens it needs, `<|bos|>` and `<|eos|>` included.
+    pub tokens: usize,
+    /// Its line (from 1).
+    pub line: usize,
+}
+
+/// Refuses a folder whose `count` images, each `size × size` in RGB as
+/// `f32`, would not fit in the memory available.
+///
+/// # Errors
+/// [`DataError::Memory`], saying how many images fit.
+pub fn check_images_fit(count: usize, size: usize) -> Result<(), DataError> {
+    crate::memory::check_items(
+        count as u64,
+        (3 * size * size * 4) as u64,
+        0,
+        crate::memory::available_bytes(),
+        |n| format!("loading {n} images of {size}×{size}"),
+        |n| format!("at most about {n} images fit"),
+    )
+    .map_err(DataError::Memory)
 }
 
 /// A data folder, read and checked: every image loaded.
@@ -258,6 +332,7 @@ impl FolderData {
     pub fn load(dir: &Path, size: usize) -> Result<Self, DataError> {
         let (items, blank_lines) = read_captions(dir)?;
         let path = dir.join(CAPTIONS_FILE);
+        check_images_fit(items.len(), size)?;
         let pre = preprocess(size);
         let mut images = Array4::zeros((items.len(), 3, size, size));
         for (item, mut out) in items.iter().zip(images.axis_iter_mut(Axis(0))) {
@@ -335,13 +410,17 @@ impl FolderData {
             .map_err(DataError::Tokenizer)
     }
 
-    /// The most tokens any caption needs with `<|bos|>` and `<|eos|>`.
-    pub fn longest(items: &[Item], tokenizer: &Tokenizer) -> usize {
+    /// The caption that needs the most tokens with `<|bos|>` and `<|eos|>`
+    /// (the first of them): its line and token count.
+    pub fn longest(items: &[Item], tokenizer: &Tokenizer) -> Longest {
         items
             .iter()
-            .map(|it| tokenizer.encode_ordinary(&it.caption).len() + 2)
-            .max()
-            .unwrap_or(2)
+            .map(|it| Longest {
+                tokens: tokenizer.encode_ordinary(&it.caption).len() + 2,
+                line: it.line,
+            })
+            .reduce(|a, b| if b.tokens > a.tokens { b } else { a })
+            .unwrap_or(Longest { tokens: 2, line: 0 })
     }
 
     /// Checks that every caption fits in `max_len` tokens.

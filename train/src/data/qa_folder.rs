@@ -21,7 +21,9 @@
 //! Every 10th question line is validation data, as every 10th caption
 //! line is ([`super::folder::FolderData::is_validation`]).
 
-use super::folder::{DataError, FolderData, preprocess, tsv_fields};
+use super::folder::{
+    DataError, FolderData, check_images_fit, is_blank, preprocess, read_tsv, tsv_fields,
+};
 use ndarray::{Array4, Axis};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -56,9 +58,10 @@ pub fn parse_questions(text: &str, path: &Path) -> Result<(Vec<QuestionItem>, us
     const FORM: &str = "file<TAB>question<TAB>answer[<TAB>family]";
     let mut items = Vec::new();
     let mut blank = 0;
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     for (i, raw) in text.lines().enumerate() {
         let line = i + 1;
-        if raw.trim().is_empty() {
+        if is_blank(raw) {
             blank += 1;
             continue;
         }
@@ -109,10 +112,7 @@ pub fn parse_questions(text: &str, path: &Path) -> Result<(Vec<QuestionItem>, us
 /// no question line, else as [`parse_questions`].
 pub fn read_questions(dir: &Path) -> Result<(Vec<QuestionItem>, usize), DataError> {
     let path = dir.join(QUESTIONS_FILE);
-    let text = std::fs::read_to_string(&path).map_err(|source| DataError::Io {
-        path: path.clone(),
-        source,
-    })?;
+    let text = read_tsv(&path)?;
     let (items, blank) = parse_questions(&text, &path)?;
     if items.is_empty() {
         return Err(DataError::TooFew {
@@ -161,6 +161,7 @@ impl QuestionData {
                 })
             })
             .collect();
+        check_images_fit(files.len(), size)?;
         let pre = preprocess(size);
         let mut images = Array4::zeros((files.len(), 3, size, size));
         for (item, mut out) in files.iter().zip(images.axis_iter_mut(Axis(0))) {
