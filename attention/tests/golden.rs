@@ -160,3 +160,58 @@ fn cross_block_matches_pytorch() {
             .all(|&p| p == 0.0)
     );
 }
+
+/// `Mask::PrefixLm` (`prefix_lm.txt`): the kernels in every regime (a prefix
+/// inside the sequence, the last queries of a longer one as in incremental
+/// decoding, a prefix longer than the sequence and one of zero), and a whole
+/// block, whose input gradient is also what `backward_input` (a frozen
+/// block) returns.
+#[test]
+fn prefix_lm_matches_pytorch() {
+    let g = fixture("prefix_lm");
+    for (case, prefix) in [
+        ("prefix", vec![3, 1]),
+        ("prefix_tq_lt_tkv", vec![5, 2]),
+        ("prefix_clamped", vec![9, 0]),
+    ] {
+        let mask = Mask::PrefixLm(prefix);
+        let get = |key: &str| g.array::<Ix4>(&format!("{case}.{key}"));
+        let (q, k, v, dout) = (get("q"), get("k"), get("v"), get("dout"));
+        let (out, probs) = attention_forward(&q, &k, &v, &mask);
+        assert_allclose(&format!("{case}.out"), &out, &get("out"), 1e-4, 1e-5);
+        let tiled = tiled_attention_forward(&q, &k, &v, &mask, Tile { q: 2, kv: 2 });
+        assert_allclose(
+            &format!("{case}.out (tiled)"),
+            &tiled,
+            &get("out"),
+            1e-4,
+            1e-5,
+        );
+        let d = attention_backward(&dout, &q, &k, &v, &probs);
+        assert_allclose(&format!("{case}.dq"), &d.dq, &get("dq"), 1e-4, 1e-5);
+        assert_allclose(&format!("{case}.dk"), &d.dk, &get("dk"), 1e-4, 1e-5);
+        assert_allclose(&format!("{case}.dv"), &d.dv, &get("dv"), 1e-4, 1e-5);
+    }
+
+    let mut block = CONFIG.init(&mut StdRng::seed_from_u64(0));
+    for (name, mut p) in block.params_mut() {
+        let want = g.get(&format!("block.{name}"));
+        assert_eq!(p.shape(), want.shape(), "{name}");
+        p.assign(want);
+    }
+    let mask = Mask::PrefixLm(vec![3, 1]);
+    let x = g.array::<Ix3>("block.x");
+    let (out, cache) = block.forward_masked(&x, &mask);
+    assert_allclose("block.out", &out, &g.array::<Ix3>("block.out"), 1e-4, 1e-5);
+    let dout = g.array::<Ix3>("block.dout");
+    let mut grads = block.zeros_like();
+    let dx = block.backward(&dout, &cache, &mut grads);
+    let want_dx = g.array::<Ix3>("block.dx");
+    assert_allclose("block.dx", &dx, &want_dx, 1e-4, 1e-5);
+    let frozen_dx = block.backward_input(&dout, &cache);
+    assert_allclose("block.dx (frozen)", &frozen_dx, &want_dx, 1e-4, 1e-5);
+    for (name, got) in grads.params() {
+        let want = g.get(&format!("block.grad.{name}"));
+        assert_allclose(&format!("block.grad.{name}"), &got, want, 1e-4, 1e-5);
+    }
+}

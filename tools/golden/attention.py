@@ -3,7 +3,7 @@
 Run by hand (never in CI):
     /work/venv-torch/bin/python tools/golden/attention.py
 
-Writes attention/tests/golden/{sdpa,layer_norm,gelu,block,cross_block}.txt.
+Writes attention/tests/golden/{sdpa,layer_norm,gelu,block,cross_block,prefix_lm}.txt.
 Every reference module below uses the Rust crate's parameter names
 (`ln_1`, `attn.qkv`, `attn.proj`, `ln_cross`, `cross_attn.q`, `cross_attn.kv`,
 `cross_attn.proj`, `ln_2`, `mlp.fc`, `mlp.proj`), so the fixture's names are
@@ -32,6 +32,14 @@ def causal_mask(t_q, t_kv):
     i = torch.arange(t_q).unsqueeze(1)
     j = torch.arange(t_kv).unsqueeze(0)
     return j <= i + (t_kv - t_q)  # [T_q, T_kv]
+
+
+def prefix_lm_mask(prefix, t_q, t_kv):
+    """Sequence b's first prefix[b] keys are seen by every query; after them, causal
+    (PaliGemma's prefix-LM): [B, 1, T_q, T_kv]."""
+    j = torch.arange(t_kv).view(1, 1, 1, t_kv)
+    seen_both_ways = j < torch.tensor(prefix).view(-1, 1, 1, 1)
+    return causal_mask(t_q, t_kv) | seen_both_ways
 
 
 def padding_mask(lengths, t_kv):
@@ -224,6 +232,40 @@ def cross_block(gen):
                   "causal self-attention, memory key padding [5, 3], float64")
 
 
+def prefix_lm():
+    """Mask::PrefixLm, in a file of its own drawn from its own generator, so the
+    fixtures above stay byte for byte what they were."""
+    gen = torch.Generator().manual_seed(4321)
+    B, H, D = 2, 2, 4
+    cases = {
+        "prefix": (5, 5, [3, 1]),  # row 1: a prefix of one is plain causal
+        "prefix_tq_lt_tkv": (2, 6, [5, 2]),  # the last queries, as with a KV cache
+        "prefix_clamped": (4, 4, [9, 0]),  # longer than the sequence: no mask at all; 0: causal
+    }
+    fixture = {}
+    for name, (t_q, t_kv, prefix) in cases.items():
+        q = f32_input(B, H, t_q, D, generator=gen).requires_grad_(True)
+        k = f32_input(B, H, t_kv, D, generator=gen).requires_grad_(True)
+        v = f32_input(B, H, t_kv, D, generator=gen).requires_grad_(True)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=prefix_lm_mask(prefix, t_q, t_kv))
+        dout = f32_input(*out.shape, generator=gen)
+        (out * dout).sum().backward()
+        for key, t in [("q", q), ("k", k), ("v", v), ("out", out), ("dout", dout),
+                       ("dq", q.grad), ("dk", k.grad), ("dv", v.grad)]:
+            fixture[f"{name}.{key}"] = t
+    blk = Block(8, 2, 16)
+    randomise(blk, gen)
+    x = f32_input(2, 5, 8, generator=gen)
+    mask = prefix_lm_mask([3, 1], 5, 5)
+    for key, t in module_fixture(blk, {"x": x}, lambda x: blk(x, mask), gen).items():
+        fixture[f"block.{key}"] = t
+    write_fixture(os.path.join(OUT, "prefix_lm.txt"), fixture,
+                  "Mask::PrefixLm: F.scaled_dot_product_attention with attn_mask =\n"
+                  "causal | (key < prefix[b]), float64: prefix [3, 1] at T = 5; the last two\n"
+                  "queries of six, prefix [5, 2]; prefix [9, 0] at T = 4 (clamped, and causal);\n"
+                  "block.*: pre-LN Block(width 8, 2 heads, MLP hidden 16), prefix [3, 1], T = 5")
+
+
 if __name__ == "__main__":
     gen = torch.Generator().manual_seed(1234)
     sdpa(gen)
@@ -231,3 +273,4 @@ if __name__ == "__main__":
     gelu(gen)
     block(gen)
     cross_block(gen)
+    prefix_lm()
