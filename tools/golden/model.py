@@ -48,10 +48,15 @@ class MultiHeadAttention(nn.Module):
         self.n_head = n_head
 
     def forward(self, x, causal):
+        """causal: True (causal), False (no mask), or a boolean mask [B, 1, T, T]
+        that is True where a query may see a key (the prefix-LM of tools/golden/vlm.py)."""
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)  # three (B, T, C)
         heads = lambda t: t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, H, T, D)
-        y = F.scaled_dot_product_attention(heads(q), heads(k), heads(v), is_causal=causal)
+        if isinstance(causal, torch.Tensor):
+            y = F.scaled_dot_product_attention(heads(q), heads(k), heads(v), attn_mask=causal)
+        else:
+            y = F.scaled_dot_product_attention(heads(q), heads(k), heads(v), is_causal=causal)
         return self.proj(y.transpose(1, 2).reshape(B, T, C))
 
 
@@ -179,10 +184,10 @@ class Cnn(nn.Module):
 # --- the model crate ----------------------------------------------------------------
 
 class TextEncoder(nn.Module):
-    def __init__(self, width, depth, n_head, hidden):
+    def __init__(self, width, depth, n_head, hidden, vocab=None, max_len=None):
         super().__init__()
-        self.token_embedding = nn.Embedding(VOCAB, width)
-        self.position_embedding = Table(MAX_LEN, width)
+        self.token_embedding = nn.Embedding(vocab or VOCAB, width)
+        self.position_embedding = Table(max_len or MAX_LEN, width)
         self.blocks = nn.ModuleList([Block(width, n_head, hidden) for _ in range(depth)])
         self.ln_final = nn.LayerNorm(width)
 
@@ -196,16 +201,17 @@ class TextEncoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    def __init__(self, width, depth, n_head, hidden, memory_width, tied):
+    def __init__(self, width, depth, n_head, hidden, memory_width, tied, vocab=None, max_len=None):
         super().__init__()
-        self.token_embedding = nn.Embedding(VOCAB, width)
-        self.position_embedding = Table(MAX_LEN, width)
+        vocab = vocab or VOCAB
+        self.token_embedding = nn.Embedding(vocab, width)
+        self.position_embedding = Table(max_len or MAX_LEN, width)
         self.blocks = nn.ModuleList(
             [CrossBlock(width, memory_width, n_head, hidden) for _ in range(depth)])
         self.ln_final = nn.LayerNorm(width)
         self.tied = tied
         if not tied:
-            self.lm_head = nn.Linear(width, VOCAB, bias=False)
+            self.lm_head = nn.Linear(width, vocab, bias=False)
 
     def forward(self, image_tokens, tokens):
         T = tokens.shape[1]
