@@ -75,6 +75,7 @@ pub mod plot;
 pub mod run;
 pub mod schedule;
 pub mod step;
+pub mod vlm_step;
 
 pub use adamw::{AdamW, AdamWState, no_decay};
 pub use clip::{clip_grad_norm, global_norm};
@@ -84,3 +85,4 @@ pub use loss::{CaptionLoss, ContrastiveLoss, caption_loss, contrastive_loss};
 pub use run::{Encoder, ModelSize, RunConfig, RunError};
 pub use schedule::Schedule;
 pub use step::{Batch, LossWeights, StepError, StepStats, train_step};
+pub use vlm_step::{ChatBatch, ChatStepStats, lm_train_step, shifted_targets, vlm_train_step};

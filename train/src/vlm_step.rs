@@ -1,0 +1,286 @@
+//! One training step of the multimodal LLM, or of its language model alone.
+//!
+//! The multimodal step is the CLIP step's shape with one loss: forward with
+//! the stage's frozen parts, the answer loss on the spliced sequence,
+//! backward (frozen parts cost nothing), clip, and an AdamW update of the
+//! trainable parts only. The text-only step trains the language model on
+//! the same chat format without the picture: the stage that teaches it the
+//! world's language before it ever sees an image.
+
+use embedding::Params;
+use model::{Freeze, LanguageModel, Vlm, answer_loss};
+use ndarray::{Array2, Array4, ArrayRef2, s};
+
+use crate::adamw::AdamWState;
+use crate::clip::clip_grad_norm;
+use crate::schedule::Schedule;
+use crate::step::StepError;
+
+/// A batch of conversations about pictures (or, with no images, of text).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatBatch {
+    /// `[B, 3, H, W]`; empty (`B = 0`) for the text-only model.
+    pub images: Array4<f32>,
+    /// `[B, T]`: each row a [`model::ChatExample`]'s IDs, padded at the end.
+    pub tokens: Array2<u32>,
+    /// `[B, T]`: 1 where the token is a target (an answer token, or for the
+    /// text-only model every real token), 0 elsewhere.
+    pub weights: Array2<f32>,
+}
+
+/// What one step measured.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ChatStepStats {
+    /// The answer loss (mean over the target tokens).
+    pub loss: f32,
+    /// The global gradient norm before clipping.
+    pub grad_norm: f32,
+    /// The learning rate used.
+    pub lr: f32,
+    /// Target tokens in the batch.
+    pub tokens: f32,
+}
+
+// ANCHOR: vlm_train_step
+/// One step of the multimodal model with the parts in `freeze` frozen:
+/// zero `grads`, forward, answer loss, backward, clip to `max_grad_norm`,
+/// AdamW on the trainable parts.
+///
+/// # Errors
+/// [`StepError`] naming the step if the loss or a gradient is not finite;
+/// then neither `vlm` nor `opt` has changed.
+///
+/// # Panics
+/// If the batch does not fit the model (see [`Vlm::forward`]).
+#[allow(clippy::too_many_arguments)]
+pub fn vlm_train_step(
+    vlm: &mut Vlm,
+    grads: &mut Vlm,
+    opt: &mut AdamWState<Vlm>,
+    batch: &ChatBatch,
+    freeze: Freeze,
+    step: usize,
+    schedule: &Schedule,
+    max_grad_norm: Option<f32>,
+) -> Result<ChatStepStats, StepError> {
+    let lr = schedule.lr(step);
+    grads.zero();
+    let (targets, target_weights) = vlm.targets(&batch.tokens, &batch.weights);
+    let (logits, cache) = vlm.forward(&batch.images, &batch.tokens, freeze);
+    let loss = answer_loss(&logits, &targets, &target_weights);
+    drop(logits);
+    check_loss(step, loss.loss)?;
+    vlm.backward(&loss.dlogits, &cache, grads);
+    drop(cache);
+    let grad_norm = clip(grads, step, max_grad_norm)?;
+    opt.step_where(vlm, grads, lr, |name| !freeze.is_frozen(name));
+    Ok(ChatStepStats {
+        loss: loss.loss,
+        grad_norm,
+        lr,
+        tokens: loss.weight,
+    })
+}
+// ANCHOR_END: vlm_train_step
+
+/// One step of the text-only language model: next-token loss where
+/// `batch.weights` says (its images are ignored).
+///
+/// # Errors
+/// As [`vlm_train_step`].
+pub fn lm_train_step(
+    lm: &mut LanguageModel,
+    grads: &mut LanguageModel,
+    opt: &mut AdamWState<LanguageModel>,
+    batch: &ChatBatch,
+    step: usize,
+    schedule: &Schedule,
+    max_grad_norm: Option<f32>,
+) -> Result<ChatStepStats, StepError> {
+    let lr = schedule.lr(step);
+    grads.zero();
+    let (targets, target_weights) = shifted_targets(&batch.tokens, &batch.weights);
+    let (logits, cache) = lm.forward(&batch.tokens);
+    let loss = answer_loss(&logits, &targets, &target_weights);
+    drop(logits);
+    check_loss(step, loss.loss)?;
+    lm.backward(&loss.dlogits, &cache, grads);
+    let grad_norm = clip(grads, step, max_grad_norm)?;
+    opt.step(lm, grads, lr);
+    Ok(ChatStepStats {
+        loss: loss.loss,
+        grad_norm,
+        lr,
+        tokens: loss.weight,
+    })
+}
+
+/// The text-only model's targets: position `t` predicts token `t + 1`, with
+/// that token's weight; the last position predicts nothing.
+///
+/// # Shapes
+/// - `tokens, weights: [B, T]` → `targets, weights: [B, T]`
+pub fn shifted_targets(
+    tokens: &ArrayRef2<u32>,
+    weights: &ArrayRef2<f32>,
+) -> (Array2<u32>, Array2<f32>) {
+    let (batch, seq) = tokens.dim();
+    let mut targets = Array2::zeros((batch, seq));
+    let mut target_weights = Array2::zeros((batch, seq));
+    if seq > 1 {
+        targets
+            .slice_mut(s![.., ..seq - 1])
+            .assign(&tokens.slice(s![.., 1..]));
+        target_weights
+            .slice_mut(s![.., ..seq - 1])
+            .assign(&weights.slice(s![.., 1..]));
+    }
+    (targets, target_weights)
+}
+
+fn check_loss(step: usize, loss: f32) -> Result<(), StepError> {
+    if loss.is_finite() {
+        Ok(())
+    } else {
+        Err(StepError::NonFiniteLoss {
+            step,
+            contrastive: 0.0,
+            caption: loss,
+        })
+    }
+}
+
+/// Clips to `max_grad_norm` (if given) and returns the norm before; a
+/// non-finite gradient is an error naming the first tensor that holds one.
+fn clip<P: Params>(
+    grads: &mut P,
+    step: usize,
+    max_grad_norm: Option<f32>,
+) -> Result<f32, StepError> {
+    let grad_norm = match max_grad_norm {
+        Some(max) => clip_grad_norm(grads, max),
+        None => crate::clip::global_norm(grads),
+    };
+    if grad_norm.is_finite() {
+        return Ok(grad_norm);
+    }
+    let name = grads
+        .params()
+        .into_iter()
+        .find(|(_, g)| g.iter().any(|x| !x.is_finite()))
+        .map_or_else(|| "the global norm".to_string(), |(name, _)| name);
+    Err(StepError::NonFiniteGradient { step, name })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adamw::AdamW;
+    use model::{VlmConfig, VlmMask};
+    use ndarray::array;
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    const VOCAB: usize = 16; // image 11, user 12, assistant 13, end 14, pad 15
+
+    fn batch() -> ChatBatch {
+        ChatBatch {
+            images: embedding::init::normal((2, 3, 8, 8), 1.0, &mut StdRng::seed_from_u64(1)),
+            tokens: array![[12, 3, 11, 4, 13, 5, 6, 14], [12, 11, 2, 13, 7, 14, 15, 15]],
+            weights: array![
+                [0.0f32, 0., 0., 0., 0., 1., 1., 1.],
+                [0., 0., 0., 0., 1., 1., 0., 0.]
+            ],
+        }
+    }
+
+    #[test]
+    fn frozen_parts_stay_exactly_as_they_were_and_the_loss_falls() {
+        let config = VlmConfig {
+            mask: VlmMask::PrefixLm,
+            ..VlmConfig::micro(VOCAB, 16)
+        };
+        let mut vlm = config.init(&mut StdRng::seed_from_u64(0)).unwrap();
+        let before = vlm.clone();
+        let mut grads = vlm.zeros_like();
+        let mut opt = AdamWState::new(AdamW::default(), &vlm);
+        let schedule = Schedule {
+            warmup: 0,
+            total: 30,
+            peak_lr: 1e-2,
+            min_lr: 1e-2,
+        };
+        let freeze = Freeze {
+            vision_tower: true,
+            projector: false,
+            language_model: true,
+        };
+        let b = batch();
+        let mut losses = Vec::new();
+        for step in 0..30 {
+            losses.push(
+                vlm_train_step(
+                    &mut vlm,
+                    &mut grads,
+                    &mut opt,
+                    &b,
+                    freeze,
+                    step,
+                    &schedule,
+                    Some(1.0),
+                )
+                .unwrap()
+                .loss,
+            );
+        }
+        assert_eq!(vlm.vision_tower, before.vision_tower);
+        assert_eq!(vlm.language_model, before.language_model);
+        assert_ne!(vlm.multi_modal_projector, before.multi_modal_projector);
+        // the projector alone moves a random, frozen LM only a little, but it does
+        assert!(losses[29] < losses[0] - 0.02, "{losses:?}");
+    }
+
+    #[test]
+    fn the_text_only_model_learns_its_sequences() {
+        let lm_config = model::LmConfig::micro(VOCAB, 8);
+        let mut lm = lm_config.init(&mut StdRng::seed_from_u64(2));
+        let mut grads = lm.zeros_like();
+        let mut opt = AdamWState::new(AdamW::default(), &lm);
+        let schedule = Schedule {
+            warmup: 0,
+            total: 40,
+            peak_lr: 1e-2,
+            min_lr: 1e-2,
+        };
+        let b = ChatBatch {
+            images: Array4::zeros((0, 3, 8, 8)),
+            tokens: array![[12, 3, 4, 13, 5, 14, 15, 15]],
+            weights: array![[1.0f32, 1., 1., 1., 1., 1., 0., 0.]],
+        };
+        let (targets, w) = shifted_targets(&b.tokens, &b.weights);
+        assert_eq!(targets.row(0).to_vec(), [3, 4, 13, 5, 14, 15, 15, 0]);
+        assert_eq!(w.row(0).to_vec(), [1., 1., 1., 1., 1., 0., 0., 0.]);
+        let first =
+            lm_train_step(&mut lm, &mut grads, &mut opt, &b, 0, &schedule, Some(1.0)).unwrap();
+        let mut last = first;
+        for step in 1..40 {
+            last = lm_train_step(
+                &mut lm,
+                &mut grads,
+                &mut opt,
+                &b,
+                step,
+                &schedule,
+                Some(1.0),
+            )
+            .unwrap();
+        }
+        assert_eq!(first.tokens, 5.0);
+        assert!(
+            last.loss < 0.2 * first.loss,
+            "{} -> {}",
+            first.loss,
+            last.loss
+        );
+    }
+}
