@@ -10,6 +10,13 @@
 //! - `generation/cached_batched`: `B` images at once ([`model::greedy_batched`]),
 //!   throughput in tokens of all captions together.
 //!
+//! - `generation/vlm_cached`, `generation/vlm_uncached`: the multimodal LLM
+//!   answering about one image whose 64 image tokens (the tiny CNN's 8×8
+//!   grid, unpooled) and a 6-token question sit in the language model's
+//!   context: with the cache, [`model::Vlm::prefill`] reads that prefix once
+//!   and each token costs one position; without it, every token re-reads
+//!   the image and everything after it.
+//!
 //! Throughput is in tokens, so criterion's elements/s is tokens per second
 //! and the time per token is the mean time divided by `L`. Run with
 //! `cargo bench -p model --bench generation`, then
@@ -20,7 +27,8 @@ use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use model::{
-    CachedDecoder, GenerationConfig, ModelConfig, UncachedDecoder, greedy, greedy_batched,
+    CachedDecoder, CachedVlm, GenerationConfig, ModelConfig, TokenPool, UncachedDecoder,
+    UncachedVlm, VlmConfig, greedy, greedy_batched,
 };
 use ndarray::Array4;
 use rand::rngs::StdRng;
@@ -102,5 +110,47 @@ fn generation(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, generation);
+/// Answers of `L` tokens after a prefix of 64 image tokens and a question.
+fn vlm_generation(c: &mut Criterion) {
+    let mut config = VlmConfig::tiny(VOCAB, 96);
+    config.projector.pool = TokenPool::None; // the whole 8×8 grid: 64 image tokens
+    let mut rng = StdRng::seed_from_u64(0);
+    let vlm = config.init(&mut rng).expect("the tiny config is valid");
+    assert_eq!(vlm.num_image_tokens(), 64);
+    let image = Array4::from_shape_fn((1, 3, 32, 32), |_| rng.random_range(-1.0f32..1.0));
+    let t = config.tokens;
+    let prompt = vec![t.user, t.image, 3, 4, 5, 6]; // <|user|> <|image|> and a question
+    let prompt_row = ndarray::Array2::from_shape_vec((1, prompt.len()), prompt.clone()).unwrap();
+    for len in [4, 16] {
+        let gen_config = GenerationConfig {
+            bos: t.assistant,
+            eos: u32::MAX, // never produced: always `len` steps
+            max_new_tokens: len,
+        };
+        let id = BenchmarkId::from_parameter(format!("tiny_image64_L{len}"));
+        let mut group = c.benchmark_group("generation/vlm_cached");
+        group.throughput(Throughput::Elements(len as u64));
+        let cached = CachedVlm { vlm: &vlm };
+        group.bench_function(id.clone(), |b| {
+            b.iter(|| {
+                let (state, _) = vlm.prefill(black_box(&image), &prompt_row);
+                greedy(&cached, state, &gen_config)
+            })
+        });
+        group.finish();
+
+        let mut group = c.benchmark_group("generation/vlm_uncached");
+        group.throughput(Throughput::Elements(len as u64));
+        let uncached = UncachedVlm {
+            vlm: &vlm,
+            image: image.view(),
+        };
+        group.bench_function(id, |b| {
+            b.iter(|| greedy(black_box(&uncached), prompt.clone(), &gen_config))
+        });
+        group.finish();
+    }
+}
+
+criterion_group!(benches, generation, vlm_generation);
 criterion_main!(benches);

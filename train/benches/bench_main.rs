@@ -12,13 +12,16 @@ mod common;
 use std::hint::black_box;
 use std::time::Duration;
 
-use common::{VOCAB, batch_of};
+use common::{VLM_STAGES, VOCAB, batch_of, vlm_batch_of};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use embedding::Params;
-use model::{ImageConfig, Model, ModelConfig};
+use model::{ImageConfig, Model, ModelConfig, VlmConfig};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use train::{AdamW, AdamWState, LossWeights, Schedule, caption_loss, contrastive_loss, train_step};
+use train::{
+    AdamW, AdamWState, LossWeights, Schedule, caption_loss, contrastive_loss, train_step,
+    vlm_train_step,
+};
 
 /// `cargo test --benches` runs every bench once, unoptimised, as a smoke
 /// test; `cargo bench` passes `--bench`. Only the real run gets real sizes.
@@ -95,5 +98,46 @@ fn step_benches(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, step_benches);
+/// The multimodal model's step at `VlmConfig::tiny` (a CNN tower's 8×8
+/// grid averaged to 16 image tokens, 16 text tokens), batch 64, in each
+/// stage's freezing: `align` (projector only), `instruct` (projector and
+/// language model), `all`.
+fn vlm_step_benches(c: &mut Criterion) {
+    train::memory::keep_freed_memory();
+    let batch_size = if smoke_test() { 2 } else { 64 };
+    let config = VlmConfig::tiny(VOCAB, 64);
+    let batch = vlm_batch_of(batch_size, &config);
+    let mut group = c.benchmark_group("train/vlm_step");
+    group
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(8));
+    group.throughput(Throughput::Elements(batch_size as u64));
+    for (stage, freeze) in VLM_STAGES {
+        let mut vlm = config.init(&mut StdRng::seed_from_u64(0)).unwrap();
+        let mut grads = vlm.zeros_like();
+        let mut opt = AdamWState::new(AdamW::default(), &vlm);
+        let mut step = 0;
+        let id = BenchmarkId::from_parameter(format!("{stage}_B{batch_size}"));
+        group.bench_function(id, |b| {
+            b.iter(|| {
+                let stats = vlm_train_step(
+                    &mut vlm,
+                    &mut grads,
+                    &mut opt,
+                    black_box(&batch),
+                    freeze,
+                    step,
+                    &SCHEDULE,
+                    Some(1.0),
+                )
+                .unwrap();
+                step += 1;
+                stats
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, step_benches, vlm_step_benches);
 criterion_main!(benches);

@@ -5,8 +5,12 @@
 //! per tower and prints the median and minimum wall time and the process CPU
 //! time per step (user + system, from `/proc/self/stat`, Linux only).
 //!
+//! The multimodal model's step runs with `--tower vlm-align`, `vlm-instruct`
+//! or `vlm-all` (the stage's freezing; see `common::VLM_STAGES`).
+//!
 //! ```sh
 //! cargo bench -p train --bench step_count -- --steps 20 --tower cnn
+//! cargo bench -p train --bench step_count -- --steps 20 --tower vlm-instruct
 //! RAYON_NUM_THREADS=1 perf stat -e instructions,task-clock \
 //!     target/release/deps/step_count-<hash> --bench --steps 20 --tower vit
 //! ```
@@ -15,12 +19,12 @@ mod common;
 
 use std::time::Instant;
 
-use common::{VOCAB, batch_of};
+use common::{VLM_STAGES, VOCAB, batch_of, vlm_batch_of};
 use embedding::Params;
-use model::{ImageConfig, Model, ModelConfig};
+use model::{ImageConfig, Model, ModelConfig, VlmConfig};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use train::{AdamW, AdamWState, LossWeights, Schedule, train_step};
+use train::{AdamW, AdamWState, LossWeights, Schedule, train_step, vlm_train_step};
 
 /// User + system CPU time of this process so far, in seconds (0 where
 /// `/proc` is missing).
@@ -54,6 +58,7 @@ fn main() {
     let steps: usize = value("--steps").map_or(20, |s| s.parse().expect("--steps N"));
     let (steps, batch_size) = if real { (steps, 64) } else { (1, 2) };
     let towers = value("--tower").map_or(vec!["vit".to_string(), "cnn".to_string()], |t| vec![t]);
+    // (the multimodal stages only when asked for, so earlier figures stay comparable)
     let schedule = Schedule {
         warmup: 100,
         total: 1000,
@@ -61,10 +66,37 @@ fn main() {
         min_lr: 1e-5,
     };
     for tower in towers {
+        if let Some(stage) = tower.strip_prefix("vlm-") {
+            let freeze = VLM_STAGES
+                .iter()
+                .find(|(name, _)| *name == stage)
+                .unwrap_or_else(|| panic!("--tower vlm-align|vlm-instruct|vlm-all, not {tower}"))
+                .1;
+            let config = VlmConfig::tiny(VOCAB, 64);
+            let mut vlm = config.init(&mut StdRng::seed_from_u64(0)).unwrap();
+            let batch = vlm_batch_of(batch_size, &config);
+            let mut grads = vlm.zeros_like();
+            let mut opt = AdamWState::new(AdamW::default(), &vlm);
+            let step = |i: usize| {
+                vlm_train_step(
+                    &mut vlm,
+                    &mut grads,
+                    &mut opt,
+                    &batch,
+                    freeze,
+                    i,
+                    &schedule,
+                    Some(1.0),
+                )
+                .unwrap()
+            };
+            report(&tower, batch_size, steps, step);
+            continue;
+        }
         let image = match tower.as_str() {
             "vit" => ImageConfig::tiny_vit(),
             "cnn" => ImageConfig::tiny_cnn(),
-            other => panic!("--tower vit|cnn, not {other}"),
+            other => panic!("--tower vit|cnn|vlm-<stage>, not {other}"),
         };
         let config = ModelConfig {
             image,
@@ -74,7 +106,7 @@ fn main() {
         let batch = batch_of(batch_size, &config);
         let mut grads = model.zeros_like();
         let mut opt = AdamWState::new(AdamW::default(), &model);
-        let mut step = |i: usize| {
+        let step = |i: usize| {
             train_step(
                 &mut model,
                 &mut grads,
@@ -87,23 +119,29 @@ fn main() {
             )
             .unwrap()
         };
-        for i in 0..3.min(steps) {
-            step(i);
-        }
-        let cpu_start = cpu_seconds();
-        let mut times: Vec<f64> = (0..steps)
-            .map(|i| {
-                let start = Instant::now();
-                std::hint::black_box(step(3 + i));
-                start.elapsed().as_secs_f64() * 1e3
-            })
-            .collect();
-        let cpu = (cpu_seconds() - cpu_start) * 1e3 / steps as f64;
-        times.sort_by(f64::total_cmp);
-        println!(
-            "{tower}_B{batch_size}: {steps} steps, median {:.1} ms, min {:.1} ms, cpu {cpu:.1} ms per step",
-            times[steps / 2],
-            times[0]
-        );
+        report(&tower, batch_size, steps, step);
     }
+}
+
+/// Runs 3 untimed steps, then `steps` timed ones, and prints the median and
+/// minimum wall time and the CPU time per step.
+fn report<T>(name: &str, batch_size: usize, steps: usize, mut step: impl FnMut(usize) -> T) {
+    for i in 0..3.min(steps) {
+        step(i);
+    }
+    let cpu_start = cpu_seconds();
+    let mut times: Vec<f64> = (0..steps)
+        .map(|i| {
+            let start = Instant::now();
+            std::hint::black_box(step(3 + i));
+            start.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    let cpu = (cpu_seconds() - cpu_start) * 1e3 / steps as f64;
+    times.sort_by(f64::total_cmp);
+    println!(
+        "{name}_B{batch_size}: {steps} steps, median {:.1} ms, min {:.1} ms, cpu {cpu:.1} ms per step",
+        times[steps / 2],
+        times[0]
+    );
 }
