@@ -14,4 +14,5 @@ cargo run --release -p attention --example attention_figures
 cargo run --release -p vision --example vision_figures
 cargo run --release -p model --example chapter
 cargo run --release -p model --example decoding
+cargo run --release -p model --example multimodal
 cargo run --release -p train --example using

@@ -1,11 +1,13 @@
 //! Special tokens: IDs that no text can produce by accident.
 //!
 //! A model needs markers that are not words: the beginning and end of a
-//! sequence, padding, and, in a multimodal model, *where the image goes*.
-//! The caption decoder sees `<|bos|> <|image|> a red circle <|eos|>`; the
-//! model replaces the embedding of the `<|image|>` placeholder (or a run of
-//! them, one per image patch) by the image encoder's vectors, so text and
-//! image tokens flow through the same transformer.
+//! sequence, padding, and, in a multimodal LLM, *where the image goes*.
+//! The multimodal model (`model::Vlm`) reads `<|user|> <|image|> what
+//! colour is it? <|assistant|> …`; it replaces the embedding of the
+//! `<|image|>` placeholder by the image's projected vectors, so text and
+//! image tokens flow through the same transformer. (The caption decoder
+//! reads the image through cross-attention instead, and needs only `<|bos|>`,
+//! `<|eos|>` and `<|pad|>`.)
 //!
 //! Special tokens get IDs after the merges. Their text, such as `<|bos|>`,
 //! could also appear in ordinary input (a user pasting it, a web page about
@@ -23,7 +25,7 @@ pub const BOS: &str = "<|bos|>";
 pub const EOS: &str = "<|eos|>";
 /// Padding to a common length in a batch.
 pub const PAD: &str = "<|pad|>";
-/// Where an image's tokens go in a caption.
+/// Where an image's vectors go in a multimodal conversation.
 pub const IMAGE: &str = "<|image|>";
 
 /// Which special tokens `encode` may turn into their IDs.
