@@ -57,7 +57,10 @@ fn main() -> Result<(), Box<dyn Error>> {
 
 /// A small conversation and a model with 4 image tokens to show it with:
 /// a 2×2 averaged grid of the tiny CNN would be 16, too many to read.
-fn example() -> Result<(Vlm, Tokenizer, Vec<u32>, Vec<f32>), Box<dyn Error>> {
+/// The model, its tokenizer, and the conversation's IDs and weights.
+type Example = (Vlm, Tokenizer, Vec<u32>, Vec<f32>);
+
+fn example() -> Result<Example, Box<dyn Error>> {
     let lines = [
         " what colour is the circle?",
         "red",
