@@ -42,6 +42,7 @@
 //!   caption::caption_files(.., paths, &Strategy); classify::classify_file(.., image, labels) -> ranked (label, p)
 //!   search::{search_images(.., text, dir), search_texts(.., image, texts_file)} -> Found { ranked, skipped }
 //!   tokenize::tokenize(&tokenizer, text) -> Vec<Token { id, bytes }>; export::export(out, count, &ToyData)
+//!   export::export_questions(out, count, &QaData) (scenes + questions.tsv + captions.tsv)
 //!   own::{train_own(data, run, &config, progress), eval_own(run, data)} -> OwnEval { train, validation }
 //! data::folder::FolderData::load(dir, size) (captions.tsv: file<TAB>caption; every 10th line validation)
 //! plot::plot_run(run, out: Option<&Path>) -> Result<PlotReport { written, skipped }, PlotError>

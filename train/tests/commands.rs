@@ -519,3 +519,53 @@ fn the_program_runs_the_commands_and_exits_1_on_errors() {
     }
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn exported_questions_round_trip_as_own_questions() {
+    use train::commands::export::export_questions;
+    use train::data::qa_folder::QuestionData;
+    use train::data::questions::{Family, QaData};
+    let dir = tmp("questions");
+    let data = dir.join("data");
+    let qa = QaData {
+        seed: 4,
+        ..QaData::default()
+    };
+    let examples = export_questions(&data, 70, &qa).unwrap();
+    let folder = QuestionData::load(&data, 48).unwrap();
+    assert_eq!(folder.items.len(), 70);
+    assert_eq!(folder.images.dim(), (70, 3, 48, 48));
+    for (item, example) in folder.items.iter().zip(&examples) {
+        let turn = &example.conversation.turns[0];
+        assert_eq!(example.conversation.turns.len(), 1);
+        assert_eq!(format!("<|image|> {}", item.question), turn.user);
+        assert_eq!(item.answer, turn.assistant);
+        assert_eq!(item.family.as_deref(), Some(turn.meta.family.name()));
+        assert!(Family::from_name(item.family.as_deref().unwrap()).is_some());
+    }
+    // the images are the generator's, to 8 bits
+    let (_, images) = QaData {
+        max_turns: 1,
+        ..qa.clone()
+    }
+    .batch(0, 64);
+    let diff = (&folder.images.slice(ndarray::s![..64, .., .., ..]) - &images)
+        .iter()
+        .fold(0.0f32, |m, v| m.max(v.abs()));
+    assert!(diff <= 0.5 / 255.0 + 1e-6, "{diff}");
+    // the same folder has the captions
+    let captions = FolderData::load(&data, 48).unwrap();
+    assert_eq!(captions.items[3].caption, examples[3].scene.caption());
+    // impossible settings name their flag; a used folder is refused
+    assert!(err(export_questions(&dir.join("x"), 0, &qa)).contains("--count"));
+    let small = QaData {
+        scenes: train::data::scenes::SceneConfig {
+            side: 32,
+            ..Default::default()
+        },
+        ..qa.clone()
+    };
+    assert!(err(export_questions(&dir.join("x"), 3, &small)).contains("--side"));
+    assert!(err(export_questions(&data, 3, &qa)).contains("not empty"));
+    std::fs::remove_dir_all(dir).unwrap();
+}

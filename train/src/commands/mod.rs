@@ -257,6 +257,8 @@ pub enum UseCommand {
 pub enum DatasetCommand {
     /// Write toy images as PNG with a captions.tsv (usable as own data: train --data DIR).
     Export(export::ExportArgs),
+    /// Write scenes of several objects as PNG with a questions.tsv (one question an image, its family in the 4th column) and a captions.tsv.
+    ExportQuestions(export::ExportQuestionsArgs),
 }
 
 impl UseCommand {
@@ -271,6 +273,7 @@ impl UseCommand {
             UseCommand::Search(a) => a.execute(),
             UseCommand::Tokenize(a) => a.execute(),
             UseCommand::Dataset(DatasetCommand::Export(a)) => a.execute(),
+            UseCommand::Dataset(DatasetCommand::ExportQuestions(a)) => a.execute(),
         }
     }
 }
