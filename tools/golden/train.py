@@ -39,7 +39,7 @@ BOS, EOS, PAD = mirror.BOS, mirror.EOS, mirror.PAD
 
 def clip_loss(image_embeds, text_embeds, logit_scale):
     logits = logit_scale.exp() * image_embeds @ text_embeds.T  # (B, B)
-    labels = torch.arange(logits.shape[0])
+    labels = torch.arange(logits.shape[0], device=logits.device)
     return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
 
 

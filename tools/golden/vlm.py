@@ -129,9 +129,14 @@ class ChatTokens:
 
 def splice(text, image, image_at):
     """Row b of text (B, T, C) with its image (B, N, C) in place of position
-    image_at[b]: (B, T + N - 1, C)."""
-    rows = [torch.cat([text[b, :p], image[b], text[b, p + 1:]]) for b, p in enumerate(image_at)]
-    return torch.stack(rows)
+    image_at[b]: (B, T + N - 1, C). One gather from [text | image], so the
+    backward pass is one scatter-add."""
+    B, T, C = text.shape
+    N = image.shape[1]
+    both = torch.cat([text, image], dim=1)  # (B, T + N, C): the image's rows after the text's
+    rows = [list(range(p)) + list(range(T, T + N)) + list(range(p + 1, T)) for p in image_at]
+    index = torch.tensor(rows, device=text.device)  # (B, T + N - 1): where each position comes from
+    return both.gather(1, index.unsqueeze(-1).expand(-1, -1, C))
 
 
 class Vlm(nn.Module):
@@ -175,21 +180,23 @@ class Vlm(nn.Module):
             first = row.index(self.tokens.assistant) if self.tokens.assistant in row else len(row)
             prefix.append(first + n - 1)
         t = tokens.shape[1] + n - 1
-        i = torch.arange(t).view(1, 1, t, 1)
-        j = torch.arange(t).view(1, 1, 1, t)
-        return (j <= i) | (j < torch.tensor(prefix).view(-1, 1, 1, 1))
+        i = torch.arange(t, device=tokens.device).view(1, 1, t, 1)
+        j = torch.arange(t, device=tokens.device).view(1, 1, 1, t)
+        return (j <= i) | (j < torch.tensor(prefix, device=tokens.device).view(-1, 1, 1, 1))
 
-    def image_embeds(self, images):
-        """images (B, 3, H, W) -> the projected image tokens (B, N, C_lm)."""
-        tower_tokens, _ = self.vision_tower(images)  # (B, N_img, C_img)
+    def image_embeds(self, images, tower_grad=True):
+        """images (B, 3, H, W) -> the projected image tokens (B, N, C_lm). With
+        tower_grad=False the tower runs without autograd (a frozen tower)."""
+        with torch.set_grad_enabled(tower_grad and torch.is_grad_enabled()):
+            tower_tokens, _ = self.vision_tower(images)  # (B, N_img, C_img)
         cls, side = self.grid
         x = select_and_pool(tower_tokens, cls, side, self.pool, self.keep_cls)
         return self.multi_modal_projector(x)
 
-    def forward(self, images, tokens):
+    def forward(self, images, tokens, tower_grad=True):
         """images (B, 3, H, W), tokens (B, T) with one <|image|> per row ->
         logits (B, T + N - 1, V)."""
-        image_x = self.image_embeds(images)  # (B, N, C_lm)
+        image_x = self.image_embeds(images, tower_grad)  # (B, N, C_lm)
         text_x = self.language_model.token_embedding(tokens)  # (B, T, C_lm)
         x = splice(text_x, image_x, self.image_positions(tokens))  # (B, T + N - 1, C_lm)
         return self.language_model.forward_embeds(x, self.mask(tokens))
