@@ -476,14 +476,25 @@ def resize_triangle(pixels, width, height):
     return rounded.astype(np.uint8)
 
 
+MAX_FILE_BYTES, MAX_SIDE = 64 << 20, 16_384  # vision::MAX_FILE_BYTES, vision::MAX_SIDE
+
+
 def load_image(path, size):
     """An image file as the model's input [3, size, size], float32 in [0, 1]:
-    8-bit RGB (grey replicated, alpha dropped), resized, divided by 255."""
+    8-bit RGB (grey replicated, alpha dropped), resized, divided by 255.
+    Files over 64 MiB and pictures over 16384 pixels a side are refused
+    before decoding, as in Rust."""
     from PIL import Image
     try:
+        if os.path.getsize(path) > MAX_FILE_BYTES:
+            raise CheckpointError(f"{path}: the file holds {os.path.getsize(path)} bytes; "
+                                  f"at most {MAX_FILE_BYTES >> 20} MiB are read")
         with Image.open(path) as image:
             if image.format not in ("PNG", "JPEG"):
                 raise CheckpointError(f"{path}: unsupported image format {image.format}")
+            if max(image.size) > MAX_SIDE:
+                raise CheckpointError(f"{path}: the image is {image.size[0]}x{image.size[1]}; "
+                                      f"at most {MAX_SIDE} pixels a side are decoded")
             rgb = np.asarray(image.convert("RGB"))
     except (OSError, ValueError) as e:
         raise CheckpointError(f"{path}: {e}") from None
@@ -600,25 +611,65 @@ def load(path):
         raise CheckpointError(f"{tok_path}: the tokenizer has {tokenizer.vocab_size()} tokens "
                               f"but the config says vocab = {vocab}")
     check_special_tokens(tok_path, tokenizer, format, config)
+    check_shape(config_path, format, config)
+    with torch.device("meta"):  # shapes only: nothing is allocated before they are checked
+        model = build(format, config)
     try:
         with safe_open(weights, framework="pt") as f:
             metadata = f.metadata() or {}
-        state = load_file(weights)
+            found = {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
     except Exception as e:  # safetensors raises its own error types
         raise CheckpointError(f"{weights}: {e}") from None
     if metadata.get("format_version") != WEIGHTS_VERSION:
         raise CheckpointError(f"{weights}: checkpoint format version "
                               f"{metadata.get('format_version')!r} is not supported "
                               f"(expected {WEIGHTS_VERSION!r})")
-    model = build(format, config)
-    try:
-        model.load_state_dict(state, strict=True)  # every name and shape must agree
-    except RuntimeError as e:
-        raise CheckpointError(f"{weights}: {e}") from None
+    wanted = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    problems = ([f"missing {n} {list(s)}" for n, s in wanted.items() if n not in found]
+                + [f"unexpected {n}" for n in found if n not in wanted]
+                + [f"{n} is {list(found[n])}, the config's model has {list(s)}"
+                   for n, s in wanted.items() if n in found and found[n] != s])
+    if problems:
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        raise CheckpointError(f"{weights}: the tensors are not those of {config_path}'s model: "
+                              + "; ".join(problems[:5]) + more)
+    model = model.to_empty(device="cpu")  # the file holds exactly these tensors: allocate
+    model.load_state_dict(load_file(weights), strict=True)  # every name and shape must agree
     for name, p in model.named_parameters():
         if not torch.isfinite(p).all():
             raise CheckpointError(f"{weights}: tensor {name} holds a NaN or an infinity")
     return Loaded(format, config, model.float().eval(), tokenizer, folder)
+
+
+def check_shape(path, format, config):
+    """The checks of the Rust configs' `validate` that PyTorch would otherwise
+    meet as an obscure error deep in a forward pass."""
+    def fail(message):
+        raise CheckpointError(f"{path}: invalid config: {message}")
+
+    blocks = {"lm": config.get("lm")} if format != CLIP_FORMAT else {
+        "text": config["text"], "decoder": config["decoder"]}
+    image = config.get("image")
+    if image is not None and image["kind"] == "vit":
+        blocks["image"] = image
+        if image["patch"] == 0 or image["image_size"] % image["patch"]:
+            fail(f"image.image_size = {image['image_size']} is not a multiple of "
+                 f"image.patch = {image['patch']}")
+    for name, c in blocks.items():
+        if min(c["width"], c["n_head"], c["depth"], c.get("mlp_hidden", 1)) == 0:
+            fail(f"{name}: width, n_head, depth and mlp_hidden must be positive")
+        if c["width"] % c["n_head"]:
+            fail(f"{name}.width = {c['width']} is not divisible by {name}.n_head = {c['n_head']}")
+    if image is not None and image["kind"] == "cnn" and (
+            not image["channels"] or min(image["channels"] + [image["kernel"], image["pool"]]) == 0):
+        fail("image.channels, image.kernel and image.pool must be positive")
+    if format == VLM_FORMAT:
+        cls, side, _ = image_grid(image)
+        p = config["projector"]
+        if p["pool"] != "none" and side % 2:
+            fail(f"projector.pool pools 2x2 blocks, but the image grid is {side}x{side}")
+        if p["keep_cls"] and (not cls or p["pool"] == "pixel_shuffle2"):
+            fail("projector.keep_cls = true needs a ViT tower and no pixel shuffle")
 
 
 def check_special_tokens(path, tokenizer, format, config):

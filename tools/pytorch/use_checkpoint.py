@@ -182,8 +182,8 @@ def main():
             sys.exit(f"{loaded.folder}: `{args.command}` needs a CLIP + captioner checkpoint, "
                      f"this one is {loaded.format}")
         if args.command == "caption":
-            for path in args.images:
-                image = ours.load_image(path, image_size(loaded))
+            images = [ours.load_image(path, image_size(loaded)) for path in args.images]
+            for path, image in zip(args.images, images):  # every image read before any caption
                 ids, finished, log_prob = caption(loaded, image)
                 text = loaded.tokenizer.decode(ids)
                 text = "(empty caption)" if not text.strip() else text
