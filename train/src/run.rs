@@ -428,14 +428,14 @@ impl RunLock {
     }
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
+pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
     move |source| RunError::Io {
         path: path.to_path_buf(),
         source,
     }
 }
 
-fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), RunError> {
+pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), RunError> {
     let text = serde_json::to_string_pretty(value).map_err(|source| RunError::Json {
         path: path.to_path_buf(),
         source,
@@ -447,7 +447,7 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), RunError> {
 /// steps is about 200 MB).
 pub const MAX_JSON_BYTES: u64 = 256 << 20;
 
-fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, RunError> {
+pub(crate) fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, RunError> {
     let bytes = model::read_limited(path, MAX_JSON_BYTES).map_err(io(path))?;
     serde_json::from_slice(&bytes).map_err(|source| RunError::Json {
         path: path.to_path_buf(),
@@ -666,7 +666,44 @@ pub fn checkpoint_dir(run: &Path) -> Option<PathBuf> {
 /// [`RunError::Io`] (a full disk among them) or [`RunError::Checkpoint`]
 /// if a file cannot be written.
 pub fn save_state(run: &Path, state: &State) -> Result<(), RunError> {
-    let _lock = match &state.lock {
+    write_checkpoint(run, state.lock.as_ref(), |tmp| {
+        model::save_checkpoint(tmp, &state.model, &state.tokenizer).map_err(checkpoint_error)?;
+        failpoint(tmp)?;
+        save_optimizer(tmp, &state.opt, state.step)?;
+        write_json(&tmp.join(HISTORY_FILE), &state.history)
+    })
+}
+// ANCHOR_END: checkpoint
+
+/// The optimiser's moments into `dir/optimizer.safetensors`, with the step
+/// they belong to in the metadata.
+pub(crate) fn save_optimizer<M: Params>(
+    dir: &Path,
+    opt: &AdamWState<M>,
+    step: usize,
+) -> Result<(), RunError> {
+    let metadata = BTreeMap::from([
+        ("step".to_string(), step.to_string()),
+        ("adamw_steps".to_string(), opt.steps.to_string()),
+    ]);
+    let path = dir.join(OPTIMIZER_FILE);
+    failpoint(&path)?;
+    model::save_weights(&path, opt, &metadata).map_err(optimizer_write_error(&path))
+}
+
+/// The crash-safe swap of [`save_state`] for any checkpoint: `write` fills
+/// the fresh folder it is given (`run/checkpoint.tmp/`), then the folder
+/// replaces `run/checkpoint/` by the renames described there. The run's
+/// lock is taken for the call unless `held` is it.
+///
+/// # Errors
+/// [`RunError::Locked`], [`RunError::Io`], or what `write` returns.
+pub fn write_checkpoint(
+    run: &Path,
+    held: Option<&RunLock>,
+    write: impl FnOnce(&Path) -> Result<(), RunError>,
+) -> Result<(), RunError> {
+    let _lock = match held {
         Some(held) if held.run == run => None,
         _ => Some(lock(run)?), // also recovers
     };
@@ -678,16 +715,7 @@ pub fn save_state(run: &Path, state: &State) -> Result<(), RunError> {
     );
     recover(run)?; // a previous save of this process may have failed half way
     // 1. everything into checkpoint.tmp/
-    model::save_checkpoint(&tmp, &state.model, &state.tokenizer).map_err(checkpoint_error)?;
-    failpoint(&tmp)?;
-    let metadata = BTreeMap::from([
-        ("step".to_string(), state.step.to_string()),
-        ("adamw_steps".to_string(), state.opt.steps.to_string()),
-    ]);
-    let path = tmp.join(OPTIMIZER_FILE);
-    failpoint(&path)?;
-    model::save_weights(&path, &state.opt, &metadata).map_err(optimizer_write_error(&path))?;
-    write_json(&tmp.join(HISTORY_FILE), &state.history)?;
+    write(&tmp)?;
     sync_dir(&tmp)?;
     // 2. complete: checkpoint.tmp/ becomes checkpoint.new/
     rename(&tmp, &new)?;
@@ -702,7 +730,6 @@ pub fn save_state(run: &Path, state: &State) -> Result<(), RunError> {
     }
     Ok(())
 }
-// ANCHOR_END: checkpoint
 
 /// Optimiser moments that could not be written (a full disk) are an I/O
 /// error naming the file, not "bad optimizer state".
@@ -718,7 +745,7 @@ fn optimizer_write_error(path: &Path) -> impl FnOnce(WeightsError) -> RunError +
 
 /// A checkpoint that could not be written because the disk is full is an
 /// I/O error naming the file, not a "bad checkpoint".
-fn checkpoint_error(e: CheckpointError) -> RunError {
+pub(crate) fn checkpoint_error(e: CheckpointError) -> RunError {
     match e {
         CheckpointError::Io { path, source }
         | CheckpointError::Weights {
@@ -746,49 +773,11 @@ pub fn load_state(run: &Path, config: &RunConfig) -> Result<State, RunError> {
     let model::Checkpoint { model, tokenizer } =
         model::load_checkpoint(&dir).map_err(RunError::Checkpoint)?;
     let mut opt = AdamWState::new(AdamW::from_run(config), &model);
-    let path = dir.join(OPTIMIZER_FILE);
-    let bad = |why: String| RunError::Optimizer {
-        path: path.clone(),
-        why,
-    };
-    let metadata =
-        model::load_weights(&path, &mut opt).map_err(|e: WeightsError| bad(e.to_string()))?;
-    let number = |key: &str| -> Result<u64, RunError> {
-        metadata
-            .get(key)
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| bad(format!("metadata lacks a numeric {key:?}")))
-    };
-    let (step, adamw_steps) = (number("step")?, number("adamw_steps")?);
-    if step > config.steps as u64 {
-        return Err(bad(format!(
-            "step {step} is past the run's {} steps",
-            config.steps
-        )));
-    }
-    if adamw_steps != step {
-        return Err(bad(format!(
-            "adamw_steps {adamw_steps} differs from step {step} (one update per step)"
-        )));
-    }
-    let step = step as usize;
-    opt.steps = adamw_steps;
+    let step = load_optimizer(&dir, &mut opt, config.steps)?;
     let history_path = dir.join(HISTORY_FILE);
     let history: History = read_json(&history_path)?;
     let recorded: Vec<usize> = history.steps.iter().map(|r| r.step).collect();
-    if recorded != (0..step).collect::<Vec<_>>() {
-        return Err(RunError::Io {
-            path: history_path,
-            source: std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!(
-                    "the history records {} steps, not steps 0 to {} of the checkpoint",
-                    recorded.len(),
-                    step.saturating_sub(1)
-                ),
-            ),
-        });
-    }
+    check_history(&history_path, &recorded, step)?;
     Ok(State {
         model,
         tokenizer,
@@ -796,6 +785,59 @@ pub fn load_state(run: &Path, config: &RunConfig) -> Result<State, RunError> {
         step,
         history,
         lock: None,
+    })
+}
+
+/// Reads `dir/optimizer.safetensors` into `opt` and returns the step it
+/// belongs to, checked: at most `steps`, and one AdamW update per step.
+///
+/// # Errors
+/// [`RunError::Optimizer`] naming the file and what is wrong.
+pub(crate) fn load_optimizer<M: Params>(
+    dir: &Path,
+    opt: &mut AdamWState<M>,
+    steps: usize,
+) -> Result<usize, RunError> {
+    let path = dir.join(OPTIMIZER_FILE);
+    let bad = |why: String| RunError::Optimizer {
+        path: path.clone(),
+        why,
+    };
+    let metadata = model::load_weights(&path, opt).map_err(|e: WeightsError| bad(e.to_string()))?;
+    let number = |key: &str| -> Result<u64, RunError> {
+        metadata
+            .get(key)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| bad(format!("metadata lacks a numeric {key:?}")))
+    };
+    let (step, adamw_steps) = (number("step")?, number("adamw_steps")?);
+    if step > steps as u64 {
+        return Err(bad(format!("step {step} is past the run's {steps} steps")));
+    }
+    if adamw_steps != step {
+        return Err(bad(format!(
+            "adamw_steps {adamw_steps} differs from step {step} (one update per step)"
+        )));
+    }
+    opt.steps = adamw_steps;
+    Ok(step as usize)
+}
+
+/// An error naming `path` unless `recorded` is exactly the steps `0..step`.
+pub(crate) fn check_history(path: &Path, recorded: &[usize], step: usize) -> Result<(), RunError> {
+    if recorded.iter().copied().eq(0..step) {
+        return Ok(());
+    }
+    Err(RunError::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "the history records {} steps, not steps 0 to {} of the checkpoint",
+                recorded.len(),
+                step.saturating_sub(1)
+            ),
+        ),
     })
 }
 
