@@ -76,6 +76,8 @@ pub mod plot;
 pub mod run;
 pub mod schedule;
 pub mod step;
+pub mod vlm_eval;
+pub mod vlm_run;
 pub mod vlm_step;
 
 pub use adamw::{AdamW, AdamWState, no_decay};

@@ -51,9 +51,14 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
-    // the `use` commands: caption, classify, search, tokenize, dataset export
+    // the `use` commands: caption, classify, search, tokenize, ask, chat, dataset export
     #[command(flatten)]
     Use(train::commands::UseCommand),
+    /// Train the multimodal LLM in LLaVA's four stages (a CLIP vision tower,
+    /// a text-only language model, projector alignment, instruction tuning)
+    /// into one run folder, then evaluate it; `--resume` continues at any
+    /// step of any stage.
+    Vlm(VlmArgs),
     /// Short runs of the same seed and steps: contrastive loss only,
     /// captioning loss only, both (CNN), and both with the ViT; writes
     /// <out>/ablations.md, <out>/ablations.json and <out>/runs/<variant>/.
@@ -81,6 +86,128 @@ enum Command {
         #[arg(long, default_value = "")]
         link_base: String,
     },
+}
+
+#[derive(Args, Debug)]
+struct VlmArgs {
+    /// Name of the run: the folder <out>/<name>.
+    #[arg(long, default_value = "vlm")]
+    name: String,
+    /// Folder holding the runs.
+    #[arg(long, default_value = "runs")]
+    out: PathBuf,
+    /// Continue the run in <out>/<name> (its saved recipe is used; the flags
+    /// below are ignored).
+    #[arg(long, conflicts_with = "force")]
+    resume: bool,
+    /// Delete the multimodal run already in <out>/<name> and start over.
+    #[arg(long)]
+    force: bool,
+    /// Seed of the weights and the batches.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Steps of stage 1 (the CLIP vision tower).
+    #[arg(long)]
+    clip_steps: Option<usize>,
+    /// Steps of stage 2 (the text-only language model; 0 skips its training).
+    #[arg(long)]
+    lm_steps: Option<usize>,
+    /// Steps of stage 3 (projector alignment; 0 skips it).
+    #[arg(long)]
+    align_steps: Option<usize>,
+    /// Steps of stage 4 (instruction tuning).
+    #[arg(long)]
+    instruct_steps: Option<usize>,
+    /// Examples per step, in every stage.
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// How the tower's grid is shrunk into image tokens.
+    #[arg(long, value_enum)]
+    pool: Option<train::vlm_run::Pool>,
+    /// The language model's attention mask.
+    #[arg(long, value_enum)]
+    mask: Option<train::vlm_run::MaskKind>,
+    /// A single Linear projector instead of LLaVA-1.5's MLP.
+    #[arg(long)]
+    linear_projector: bool,
+    /// Train the vision tower in stage 4 too.
+    #[arg(long)]
+    unfreeze_vision: bool,
+    /// Conversations per evaluation split.
+    #[arg(long)]
+    eval_count: Option<usize>,
+    /// A model and run small enough for a test: a few steps of each stage.
+    #[arg(long)]
+    micro: bool,
+}
+
+impl VlmArgs {
+    fn config(&self) -> train::vlm_run::VlmRunConfig {
+        let mut c = if self.micro {
+            train::vlm_run::VlmRunConfig::micro()
+        } else {
+            train::vlm_run::VlmRunConfig::default()
+        };
+        c.seed = self.seed.unwrap_or(c.seed);
+        for (stage, steps) in [
+            (&mut c.clip, self.clip_steps),
+            (&mut c.lm, self.lm_steps),
+            (&mut c.align, self.align_steps),
+            (&mut c.instruct, self.instruct_steps),
+        ] {
+            if let Some(steps) = steps {
+                stage.steps = steps;
+                stage.warmup = stage.warmup.min(steps / 10);
+                stage.curriculum = stage.curriculum.min(steps * 3 / 10);
+            }
+            if let Some(b) = self.batch_size {
+                stage.batch_size = b;
+            }
+        }
+        c.pool = self.pool.unwrap_or(c.pool);
+        c.mask = self.mask.unwrap_or(c.mask);
+        c.mlp_projector = !self.linear_projector;
+        c.unfreeze_vision = self.unfreeze_vision;
+        c.eval_count = self.eval_count.unwrap_or(c.eval_count);
+        c
+    }
+}
+
+fn train_vlm(args: &VlmArgs) -> Result<String, RunError> {
+    use train::vlm_run;
+    let dir = run::run_dir(&args.out, &args.name)?;
+    let config = if args.resume {
+        None
+    } else {
+        let config = args.config();
+        config.validate()?;
+        if args.force {
+            vlm_run::clear_vlm(&dir)?;
+        }
+        Some(config)
+    };
+    if args.resume && !dir.join(vlm_run::VLM_RUN_FILE).is_file() {
+        return Err(RunError::Io {
+            path: dir.join(vlm_run::VLM_RUN_FILE),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no multimodal run to resume",
+            ),
+        });
+    }
+    note(&format!(
+        "training the multimodal model into {}",
+        dir.display()
+    ));
+    let config = vlm_run::train_vlm(&dir, config.as_ref(), Progress::Bar)?;
+    note("evaluating");
+    let (_, text) = vlm_run::finish_vlm(&dir, &config)?;
+    Ok(format!(
+        "{text}
+wrote {}
+",
+        dir.display()
+    ))
 }
 
 #[derive(Args, Debug)]
@@ -252,6 +379,9 @@ fn main() -> ExitCode {
     }
     let result: Result<String, Box<dyn std::error::Error>> = match &cli.command {
         Some(Command::Use(_)) => unreachable!("handled above"),
+        Some(Command::Eval { run, .. }) if train::vlm_run::holds_vlm_run(run) => {
+            train::vlm_run::eval_vlm_run(run).map_err(Into::into)
+        }
         Some(Command::Eval {
             run, per_object, ..
         }) => run::eval_run(run, *per_object)
@@ -263,6 +393,7 @@ fn main() -> ExitCode {
                 )
             })
             .map_err(Into::into),
+        Some(Command::Vlm(args)) => train_vlm(args).map_err(Into::into),
         Some(Command::Plot { run, out }) => train::plot::plot_run(run, out.as_deref())
             .map(|report| report.to_string())
             .map_err(Into::into),

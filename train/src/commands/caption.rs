@@ -32,52 +32,13 @@ pub struct CaptionArgs {
 }
 
 impl CaptionArgs {
-    // ANCHOR: strategy
-    /// The decoding strategy the flags ask for: greedy by default, beam
-    /// search with `--beam`, sampling with `--temperature` and/or `--top-k`.
+    /// The decoding strategy the flags ask for ([`strategy`]).
     ///
     /// # Errors
-    /// [`CommandError::BadArg`] for a beam width or top-k of 0, a negative
-    /// or non-finite temperature, or beam search and sampling together.
+    /// As [`strategy`].
     pub fn strategy(&self) -> Result<Strategy, CommandError> {
-        let sampling = self.temperature.is_some() || self.top_k.is_some();
-        match (self.beam, sampling) {
-            (Some(_), true) => Err(bad_arg(
-                "beam",
-                "choose beam search (--beam) or sampling (--temperature, --top-k), not both",
-            )),
-            (Some(0), _) => Err(bad_arg("beam", "the beam width must be at least 1")),
-            (Some(width), false) if width > MAX_BEAM => Err(bad_arg(
-                "beam",
-                format!("at most {MAX_BEAM} beams (wider ones only cost time)"),
-            )),
-            (Some(width), false) => Ok(Strategy::Beam(Beam {
-                width,
-                length_penalty: 1.0,
-            })),
-            (None, true) => {
-                let temperature = self.temperature.unwrap_or(1.0);
-                if !temperature.is_finite() || temperature < 0.0 {
-                    return Err(bad_arg(
-                        "temperature",
-                        format!("must be a number ≥ 0, got {temperature}"),
-                    ));
-                }
-                if self.top_k == Some(0) {
-                    return Err(bad_arg("top-k", "must be at least 1"));
-                }
-                Ok(Strategy::Sample {
-                    sampling: Sampling {
-                        temperature,
-                        top_k: self.top_k,
-                    },
-                    seed: self.seed,
-                })
-            }
-            (None, false) => Ok(Strategy::Greedy),
-        }
+        strategy(self.beam, self.temperature, self.top_k, self.seed)
     }
-    // ANCHOR_END: strategy
 
     /// Runs the command.
     ///
@@ -90,6 +51,56 @@ impl CaptionArgs {
         Ok(render(&self.images, &captions))
     }
 }
+
+// ANCHOR: strategy
+/// The decoding strategy the flags ask for (`caption`, `ask`, `chat`):
+/// greedy by default, beam search with `--beam`, sampling with
+/// `--temperature` and/or `--top-k`.
+///
+/// # Errors
+/// [`CommandError::BadArg`] for a beam width or top-k of 0, a negative
+/// or non-finite temperature, or beam search and sampling together.
+pub fn strategy(
+    beam: Option<usize>,
+    temperature: Option<f32>,
+    top_k: Option<usize>,
+    seed: u64,
+) -> Result<Strategy, CommandError> {
+    let sampling = temperature.is_some() || top_k.is_some();
+    match (beam, sampling) {
+        (Some(_), true) => Err(bad_arg(
+            "beam",
+            "choose beam search (--beam) or sampling (--temperature, --top-k), not both",
+        )),
+        (Some(0), _) => Err(bad_arg("beam", "the beam width must be at least 1")),
+        (Some(width), false) if width > MAX_BEAM => Err(bad_arg(
+            "beam",
+            format!("at most {MAX_BEAM} beams (wider ones only cost time)"),
+        )),
+        (Some(width), false) => Ok(Strategy::Beam(Beam {
+            width,
+            length_penalty: 1.0,
+        })),
+        (None, true) => {
+            let temperature = temperature.unwrap_or(1.0);
+            if !temperature.is_finite() || temperature < 0.0 {
+                return Err(bad_arg(
+                    "temperature",
+                    format!("must be a number ≥ 0, got {temperature}"),
+                ));
+            }
+            if top_k == Some(0) {
+                return Err(bad_arg("top-k", "must be at least 1"));
+            }
+            Ok(Strategy::Sample {
+                sampling: Sampling { temperature, top_k },
+                seed,
+            })
+        }
+        (None, false) => Ok(Strategy::Greedy),
+    }
+}
+// ANCHOR_END: strategy
 
 /// Captions of image files, in the order given.
 ///

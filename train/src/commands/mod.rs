@@ -12,6 +12,7 @@
 //! User input never panics: a missing or unreadable file, a bad argument or
 //! a folder that is not a run is a [`CommandError`] naming it.
 
+pub mod ask;
 pub mod caption;
 pub mod classify;
 pub mod export;
@@ -247,6 +248,11 @@ pub enum UseCommand {
     Search(search::SearchArgs),
     /// Show the pieces, IDs and bytes of the tokens of a text.
     Tokenize(tokenize::TokenizeArgs),
+    /// Ask the multimodal model (`train vlm`) a question about a picture.
+    Ask(ask::AskArgs),
+    /// Talk with the multimodal model about a picture, turn after turn
+    /// (reads questions from standard input when it is not a terminal).
+    Chat(ask::ChatArgs),
     /// The toy dataset as files.
     #[command(subcommand)]
     Dataset(DatasetCommand),
@@ -272,6 +278,8 @@ impl UseCommand {
             UseCommand::Classify(a) => a.execute(),
             UseCommand::Search(a) => a.execute(),
             UseCommand::Tokenize(a) => a.execute(),
+            UseCommand::Ask(a) => a.execute(),
+            UseCommand::Chat(a) => a.execute(),
             UseCommand::Dataset(DatasetCommand::Export(a)) => a.execute(),
             UseCommand::Dataset(DatasetCommand::ExportQuestions(a)) => a.execute(),
         }
