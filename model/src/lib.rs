@@ -162,7 +162,8 @@ pub use vlm_checkpoint::{
 };
 pub use vlm_generate::{Answer, CachedVlm, Chat, UncachedVlm};
 pub use weights::{
-    MismatchReport, WeightsError, load_weights, read_limited, save_weights, write_atomic,
+    MismatchReport, WeightsError, load_weights, load_weights_from_bytes, read_limited,
+    save_weights, write_atomic,
 };
 pub use zero_shot::{
     PROMPT_TEMPLATES, Ranked, ZeroShotClassifier, average_prompts, embed_texts, fill_template,

@@ -275,7 +275,28 @@ pub fn load_weights<P: Params>(
     }
     let limit = tensors.saturating_mul(2).saturating_add(1 << 20);
     let bytes = read_limited(path, limit).map_err(io_error)?;
-    let file = safetensors::from_bytes(&bytes).map_err(|source| WeightsError::Format {
+    load_weights_from_bytes(&bytes, path, module)
+}
+
+/// [`load_weights`] on the bytes of a file already read; `path` names it
+/// in errors.
+///
+/// # Errors
+/// As [`load_weights`], [`WeightsError::Size`] included.
+pub fn load_weights_from_bytes<P: Params>(
+    bytes: &[u8],
+    path: &Path,
+    module: &mut P,
+) -> Result<BTreeMap<String, String>, WeightsError> {
+    let tensors = 4 * module.num_params() as u64;
+    if !sizes_fit(bytes.len() as u64, tensors) {
+        return Err(WeightsError::Size {
+            path: path.to_path_buf(),
+            file: bytes.len() as u64,
+            tensors,
+        });
+    }
+    let file = safetensors::from_bytes(bytes).map_err(|source| WeightsError::Format {
         path: path.to_path_buf(),
         source,
     })?;

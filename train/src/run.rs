@@ -804,27 +804,37 @@ pub(crate) fn load_optimizer<M: Params>(
         why,
     };
     let metadata = model::load_weights(&path, opt).map_err(|e: WeightsError| bad(e.to_string()))?;
-    let number = |key: &str| -> Result<u64, RunError> {
+    let step = checked_step(&metadata, steps).map_err(bad)?;
+    opt.steps = step as u64;
+    Ok(step)
+}
+
+/// The step an optimiser state's metadata records, checked: a number of at
+/// most `steps`, and `adamw_steps` equal to it (one update per step).
+///
+/// # Errors
+/// What is wrong, as text.
+pub fn checked_step(metadata: &BTreeMap<String, String>, steps: usize) -> Result<usize, String> {
+    let number = |key: &str| -> Result<u64, String> {
         metadata
             .get(key)
             .and_then(|v| v.parse().ok())
-            .ok_or_else(|| bad(format!("metadata lacks a numeric {key:?}")))
+            .ok_or_else(|| format!("metadata lacks a numeric {key:?}"))
     };
     let (step, adamw_steps) = (number("step")?, number("adamw_steps")?);
     if step > steps as u64 {
-        return Err(bad(format!("step {step} is past the run's {steps} steps")));
+        return Err(format!("step {step} is past the run's {steps} steps"));
     }
     if adamw_steps != step {
-        return Err(bad(format!(
+        return Err(format!(
             "adamw_steps {adamw_steps} differs from step {step} (one update per step)"
-        )));
+        ));
     }
-    opt.steps = adamw_steps;
     Ok(step as usize)
 }
 
 /// An error naming `path` unless `recorded` is exactly the steps `0..step`.
-pub(crate) fn check_history(path: &Path, recorded: &[usize], step: usize) -> Result<(), RunError> {
+pub fn check_history(path: &Path, recorded: &[usize], step: usize) -> Result<(), RunError> {
     if recorded.iter().copied().eq(0..step) {
         return Ok(());
     }

@@ -162,10 +162,10 @@ fn classify(path: &str, err: image::ImageError) -> ImageError {
 pub const MAX_FILE_BYTES: u64 = 64 << 20;
 
 /// The most pixels a side of a decoded image may have.
-pub const MAX_SIDE: u32 = 16_384;
+pub const MAX_SIDE: u32 = 8_192;
 
-/// The most memory the decoder may allocate for one image: 512 MiB.
-pub const MAX_DECODE_BYTES: u64 = 512 << 20;
+/// The most memory the decoder may allocate for one image: 256 MiB.
+pub const MAX_DECODE_BYTES: u64 = 256 << 20;
 
 // ANCHOR: load_image
 /// Reads a PNG or JPEG file as 8-bit RGB (grey and alpha are converted).
