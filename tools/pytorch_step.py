@@ -12,7 +12,8 @@ channels). One step is what `train::train_step` does: zero the gradients,
 forward, contrastive + 2 x captioning loss, backward, clip the global norm
 to 1, AdamW in two parameter groups, clamp the logit scale. float32, batch
 64, the same batch as the Rust bench; 1 and 2 threads (torch.set_num_threads).
-Prints the median and the minimum over the timed steps.
+Prints the median and the minimum wall time over the timed steps, and the
+median CPU time (all threads).
 
 The multimodal model's step is the instruction-tuning stage of the Rust
 bench (`train/vlm_step`, `instruct_B64`): the mirror of tools/golden/vlm.py
@@ -104,14 +105,23 @@ def time_steps(tower, threads, steps):
             net.logit_scale.clamp_(max=math.log(100))
         return loss
 
+    return timed(step, steps)
+
+
+def timed(step, steps):
+    """Median and minimum wall time, and median CPU time (all threads), of
+    `steps` calls after 3 untimed ones, in ms. CPU time is what compares on
+    a machine other programs share: it does not count the time the process
+    waited for a core."""
     for _ in range(3):  # warm up allocator and kernels
         step()
-    times = []
+    times, cpu = [], []
     for _ in range(steps):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         step()
         times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3, min(times) * 1e3
+        cpu.append(time.process_time() - start_cpu)
+    return statistics.median(times) * 1e3, min(times) * 1e3, statistics.median(cpu) * 1e3
 
 
 VLM_MAX_LEN = 64  # VlmConfig::tiny(VOCAB, 64) in the Rust bench
@@ -161,14 +171,7 @@ def time_vlm_steps(threads, steps):
         opt.step()
         return loss
 
-    for _ in range(3):  # warm up allocator and kernels
-        step()
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3, min(times) * 1e3
+    return timed(step, steps)
 
 
 def main():
@@ -181,14 +184,14 @@ def main():
     if args.only != "vlm":
         for tower in ("vit", "cnn"):
             for threads in (1, 2):
-                median, best = time_steps(tower, threads, args.steps)
+                median, best, cpu = time_steps(tower, threads, args.steps)
                 print(f"{tower} threads={threads}: median {median:.1f} ms, "
-                      f"min {best:.1f} ms per step")
+                      f"min {best:.1f} ms, cpu {cpu:.1f} ms per step")
     if args.only != "clip":
         for threads in (1, 2):
-            median, best = time_vlm_steps(threads, args.steps)
+            median, best, cpu = time_vlm_steps(threads, args.steps)
             print(f"vlm instruct threads={threads}: median {median:.1f} ms, "
-                  f"min {best:.1f} ms per step")
+                  f"min {best:.1f} ms, cpu {cpu:.1f} ms per step")
 
 
 if __name__ == "__main__":
