@@ -77,6 +77,7 @@ pub mod run;
 pub mod schedule;
 pub mod step;
 pub mod vlm_eval;
+pub mod vlm_own;
 pub mod vlm_run;
 pub mod vlm_step;
 

@@ -139,6 +139,18 @@ struct VlmArgs {
     /// A model and run small enough for a test: a few steps of each stage.
     #[arg(long)]
     micro: bool,
+    /// Train on own data: a folder with questions.tsv
+    /// (`file<TAB>question<TAB>answer[<TAB>family]`) and optionally
+    /// captions.tsv; every 10th line is validation.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Take the vision tower from this run (a CLIP run, or a multimodal
+    /// run) instead of training one: for own data without captions.tsv.
+    #[arg(long)]
+    vision_from: Option<PathBuf>,
+    /// Side of the square images in pixels (own data is resized to it).
+    #[arg(long)]
+    side: Option<usize>,
 }
 
 impl VlmArgs {
@@ -169,6 +181,11 @@ impl VlmArgs {
         c.mlp_projector = !self.linear_projector;
         c.unfreeze_vision = self.unfreeze_vision;
         c.eval_count = self.eval_count.unwrap_or(c.eval_count);
+        c.side = self.side.unwrap_or(c.side);
+        // stored absolute, so the run resumes and evaluates from any directory
+        let absolute = |p: &PathBuf| std::path::absolute(p).unwrap_or_else(|_| p.clone());
+        c.data = self.data.as_ref().map(absolute);
+        c.vision_from = self.vision_from.as_ref().map(absolute);
         c
     }
 }

@@ -295,6 +295,8 @@ pub enum RunError {
     },
     /// The tokenizer could not be trained.
     Tokenizer(tokenizer::TokenizerError),
+    /// An own data folder is wrong (its file and line are named).
+    Data(crate::data::folder::DataError),
     /// The folder already holds a run, and starting over was not asked for.
     Exists { run: PathBuf },
     /// Another training holds the run folder's lock.
@@ -334,6 +336,7 @@ impl fmt::Display for RunError {
                 }
             }
             RunError::Tokenizer(e) => write!(f, "tokenizer: {e}"),
+            RunError::Data(e) => write!(f, "{e}"),
             RunError::Exists { run } => write!(
                 f,
                 "{} already holds a run; pass --resume to continue it, --force to delete it and \

@@ -86,6 +86,24 @@ pub fn answer_turns(
 }
 // ANCHOR_END: answer_turns
 
+/// Answers single questions: `(question, image row)` pairs about the rows
+/// of `images`.
+pub fn answer_turns_of(
+    vlm: &Vlm,
+    tokenizer: &Tokenizer,
+    questions: &[(String, usize)],
+    images: &ArrayView4<f32>,
+) -> Vec<String> {
+    let tokens = vlm.config().tokens;
+    questions
+        .iter()
+        .map(|(question, row)| {
+            let image = images.slice(s![*row..*row + 1, .., .., ..]);
+            answer_one(vlm, tokenizer, &tokens, &image, &[], question)
+        })
+        .collect()
+}
+
 /// The greedy answer to `question` after `history`, about `image`.
 fn answer_one(
     vlm: &Vlm,
@@ -95,8 +113,10 @@ fn answer_one(
     history: &[model::Turn],
     question: &str,
 ) -> String {
-    let prompt = encode_prompt(tokenizer, tokens, history, question, ImageSlot::Required)
-        .expect("generated questions encode");
+    let Ok(prompt) = encode_prompt(tokenizer, tokens, history, question, ImageSlot::Required)
+    else {
+        return String::new(); // a question the chat format refuses: scored wrong
+    };
     let max_len = vlm.config().lm.max_len;
     let used = prompt.len() + vlm.num_image_tokens() - 1;
     if used + 2 > max_len {

@@ -171,6 +171,16 @@ pub struct VlmRunConfig {
     /// The CLIP stage's text tower and caption decoder: `tiny` (width 64),
     /// or `micro` for tests.
     pub clip_size: crate::ModelSize,
+    /// Own data: a folder with `questions.tsv` and, optionally,
+    /// `captions.tsv` (absolute, so a run resumes from anywhere); `None`
+    /// trains on the generated world.
+    #[serde(default)]
+    pub data: Option<PathBuf>,
+    /// Take stage 1's vision tower from this run (a CLIP run, or another
+    /// multimodal run) instead of training one: what own data without
+    /// captions needs.
+    #[serde(default)]
+    pub vision_from: Option<PathBuf>,
 }
 // ANCHOR_END: vlm_run_config
 
@@ -208,6 +218,8 @@ impl Default for VlmRunConfig {
             eval_count: 400,
             tokenizer_captions: 2000,
             clip_size: crate::ModelSize::Tiny,
+            data: None,
+            vision_from: None,
         }
     }
 }
@@ -553,46 +565,187 @@ pub fn train_vlm(
     config: Option<&VlmRunConfig>,
     progress: Progress,
 ) -> Result<VlmRunConfig, RunError> {
+    let recipe = match config {
+        Some(config) => config.clone(),
+        None => read_json(&run.join(VLM_RUN_FILE))?,
+    };
+    match &recipe.data {
+        None => train_vlm_on(run, config, &Generated { config: &recipe }, progress),
+        Some(dir) => {
+            let data = crate::vlm_own::OwnVlmData::load(dir, &recipe)?;
+            train_vlm_on(run, config, &data, progress)
+        }
+    }
+}
+
+/// The run's tokenizer file: written when the run starts, read when it
+/// resumes (every stage's model numbers its vocabulary with it).
+pub const VLM_TOKENIZER_FILE: &str = "tokenizer.txt";
+
+// ANCHOR: train_vlm
+/// [`train_vlm`] on any data source.
+///
+/// # Errors
+/// As [`train_vlm`].
+pub fn train_vlm_on(
+    run: &Path,
+    config: Option<&VlmRunConfig>,
+    data: &dyn VlmData,
+    progress: Progress,
+) -> Result<VlmRunConfig, RunError> {
     let lock = run::lock(run)?;
     let path = run.join(VLM_RUN_FILE);
-    let config = match config {
+    let tokenizer_path = run.join(VLM_TOKENIZER_FILE);
+    let (config, tokenizer) = match config {
         Some(config) => {
             config.validate()?;
-            if path.exists() || run.join(Stage::Clip.folder()).exists() {
+            if holds_vlm_run(run) {
                 return Err(RunError::Exists {
                     run: run.to_path_buf(),
                 });
             }
-            write_json(&path, config)?;
-            config.clone()
+            let tokenizer = data.train_tokenizer()?;
+            model::write_atomic(&tokenizer_path, tokenizer.to_text().as_bytes())
+                .map_err(run::io(&tokenizer_path))?;
+            write_json(&path, config)?; // last: a run is there once its recipe is
+            (config.clone(), tokenizer)
         }
         None => {
             let config: VlmRunConfig = read_json(&path)?;
             config.validate()?;
-            config
+            let text = model::read_limited(&tokenizer_path, model::checkpoint::MAX_TEXT_FILE_BYTES)
+                .map_err(run::io(&tokenizer_path))?;
+            let tokenizer = Tokenizer::from_text(&String::from_utf8_lossy(&text))
+                .map_err(RunError::Tokenizer)?;
+            (config, tokenizer)
         }
     };
-    let tokenizer = stage_tokenizer(run, &config)?;
-    train_clip(run, &config, &tokenizer, progress)?;
+    match &config.vision_from {
+        None => train_clip(run, &config, data, &tokenizer, progress)?,
+        Some(from) => say(
+            progress,
+            &format!("stage 1/4: the vision tower comes from {}", from.display()),
+        ),
+    }
     let vlm_config = config.vlm_config(&tokenizer)?;
-    train_text(run, &config, &vlm_config, &tokenizer, progress)?;
-    train_align(run, &config, &vlm_config, &tokenizer, progress)?;
-    train_instruct(run, &config, &vlm_config, &tokenizer, progress)?;
+    train_text(run, &config, data, &vlm_config, &tokenizer, progress)?;
+    train_align(run, &config, data, &vlm_config, &tokenizer, progress)?;
+    train_instruct(run, &config, data, &vlm_config, &tokenizer, progress)?;
     drop(lock);
     Ok(config)
 }
+// ANCHOR_END: train_vlm
 
-/// The run's tokenizer: stage 1's if it has a checkpoint, else trained on
-/// the world's language (deterministic from the config).
-fn stage_tokenizer(run: &Path, config: &VlmRunConfig) -> Result<Tokenizer, RunError> {
-    if let Some(dir) = checkpoint_dir(&run.join(Stage::Clip.folder())) {
-        let c = model::load_checkpoint(&dir).map_err(RunError::Checkpoint)?;
-        return Ok(c.tokenizer);
+// ANCHOR: vlm_data
+/// Where a run's batches come from: the generated world ([`Generated`]) or
+/// a folder of the user's ([`crate::vlm_own::OwnVlmData`]). Every batch is
+/// a pure function of the step, so a resumed run sees what an
+/// uninterrupted one would have.
+pub trait VlmData {
+    /// The tokenizer a new run trains on the data's language, with the
+    /// chat's special tokens.
+    fn train_tokenizer(&self) -> Result<Tokenizer, RunError>;
+    /// Stage 1's batch: images and their captions.
+    fn clip_batch(&self, step: u64, tokens: &crate::Tokens) -> Batch;
+    /// Stage 2's (text only), 3's (captioning) or 4's (questions) batch.
+    fn chat_batch(
+        &self,
+        stage: Stage,
+        step: u64,
+        tokenizer: &Tokenizer,
+        tokens: &ChatTokens,
+    ) -> ChatBatch;
+    /// Whether stage 3 has captions to align on (own data may have none:
+    /// the stage is then skipped, and the run says so).
+    fn has_captions(&self) -> bool {
+        true
     }
-    config
-        .qa_data()
-        .train_tokenizer(2000)
-        .map_err(RunError::Tokenizer)
+}
+// ANCHOR_END: vlm_data
+
+/// The generated world of scenes and questions, as the recipe describes it.
+#[derive(Debug, Clone, Copy)]
+pub struct Generated<'a> {
+    pub config: &'a VlmRunConfig,
+}
+
+impl VlmData for Generated<'_> {
+    fn train_tokenizer(&self) -> Result<Tokenizer, RunError> {
+        self.config
+            .qa_data()
+            .train_tokenizer(self.config.tokenizer_captions)
+            .map_err(RunError::Tokenizer)
+    }
+
+    fn clip_batch(&self, step: u64, tokens: &crate::Tokens) -> Batch {
+        clip_batch(self.config, tokens, step)
+    }
+
+    fn chat_batch(
+        &self,
+        stage: Stage,
+        step: u64,
+        tokenizer: &Tokenizer,
+        tokens: &ChatTokens,
+    ) -> ChatBatch {
+        let config = self.config;
+        match stage {
+            Stage::Clip | Stage::Lm => {
+                let (examples, _) =
+                    stage_examples(config, &config.lm, None, config.max_turns, step);
+                chat_batch(
+                    &examples,
+                    Array4::zeros((0, 3, 1, 1)),
+                    tokenizer,
+                    tokens,
+                    ImageSlot::Forbidden,
+                    true,
+                )
+            }
+            Stage::Align => {
+                // captioning: "describe the picture", where the picture is all there is to go on
+                let (examples, images) =
+                    stage_examples(config, &config.align, Some(vec![Family::Describe]), 1, step);
+                chat_batch(
+                    &examples,
+                    images,
+                    tokenizer,
+                    tokens,
+                    ImageSlot::Required,
+                    false,
+                )
+            }
+            Stage::Instruct => {
+                let (examples, images) =
+                    stage_examples(config, &config.instruct, None, config.max_turns, step);
+                chat_batch(
+                    &examples,
+                    images,
+                    tokenizer,
+                    tokens,
+                    ImageSlot::Required,
+                    false,
+                )
+            }
+        }
+    }
+}
+
+/// The CLIP checkpoint of `run`'s stage 1, or of the run named by
+/// `vision_from` (a CLIP run's `checkpoint/`, or a multimodal run's stage 1).
+fn clip_checkpoint(run: &Path, config: &VlmRunConfig) -> Result<PathBuf, RunError> {
+    match &config.vision_from {
+        None => final_of(run, Stage::Clip),
+        Some(from) => checkpoint_dir(from)
+            .or_else(|| checkpoint_dir(&from.join(Stage::Clip.folder())))
+            .ok_or_else(|| RunError::BadValue {
+                name: "vision-from",
+                why: format!(
+                    "{} holds no CLIP checkpoint (a run folder with checkpoint/, or a multimodal run with 1-clip/)",
+                    from.display()
+                ),
+            }),
+    }
 }
 
 /// The CLIP stage's own settings, as a [`RunConfig`] for [`run::train_loop`].
@@ -643,6 +796,7 @@ fn clip_batch(config: &VlmRunConfig, tokens: &crate::Tokens, step: u64) -> Batch
 fn train_clip(
     run: &Path,
     config: &VlmRunConfig,
+    data: &dyn VlmData,
     tokenizer: &Tokenizer,
     progress: Progress,
 ) -> Result<(), RunError> {
@@ -682,7 +836,7 @@ fn train_clip(
         progress,
         |step, state| {
             let tokens = crate::Tokens::new(&state.tokenizer, state.model.config());
-            clip_batch(config, &tokens, step)
+            data.clip_batch(step, &tokens)
         },
         None,
     )
@@ -745,6 +899,7 @@ fn stage_examples(
 fn train_text(
     run: &Path,
     config: &VlmRunConfig,
+    data: &dyn VlmData,
     vlm_config: &VlmConfig,
     tokenizer: &Tokenizer,
     progress: Progress,
@@ -778,15 +933,7 @@ fn train_text(
         config.checkpoint_interval,
         progress,
         |state, step, schedule| {
-            let (examples, _) = stage_examples(config, &stage, None, config.max_turns, step as u64);
-            let batch = chat_batch(
-                &examples,
-                Array4::zeros((0, 3, 1, 1)),
-                tokenizer,
-                &tokens,
-                ImageSlot::Forbidden,
-                true,
-            );
+            let batch = data.chat_batch(Stage::Lm, step as u64, tokenizer, &tokens);
             lm_train_step(
                 &mut state.model,
                 &mut grads,
@@ -803,12 +950,22 @@ fn train_text(
 fn train_align(
     run: &Path,
     config: &VlmRunConfig,
+    data: &dyn VlmData,
     vlm_config: &VlmConfig,
     tokenizer: &Tokenizer,
     progress: Progress,
 ) -> Result<(), RunError> {
     let dir = run.join(Stage::Align.folder());
-    let stage = config.align;
+    let mut stage = config.align;
+    if !data.has_captions() {
+        stage.steps = 0; // nothing to align on: the stage writes its model untrained
+        if checkpoint_dir(&dir).is_none() {
+            say(
+                progress,
+                "stage 3/4: no captions.tsv, so no projector alignment",
+            );
+        }
+    }
     let mut state = match load_chat::<Vlm>(&dir, config, stage.steps)? {
         Some(state) => state,
         None => {
@@ -816,7 +973,7 @@ fn train_align(
             let mut vlm = vlm_config
                 .init(&mut StdRng::seed_from_u64(config.seed ^ 3))
                 .map_err(RunError::Config)?;
-            vlm.load_vision_tower(&final_of(run, Stage::Clip)?)
+            vlm.load_vision_tower(&clip_checkpoint(run, config)?)
                 .map_err(RunError::Checkpoint)?;
             vlm.load_language_model(&final_of(run, Stage::Lm)?)
                 .map_err(RunError::Checkpoint)?;
@@ -845,17 +1002,7 @@ fn train_align(
         config.checkpoint_interval,
         progress,
         |state, step, schedule| {
-            // captioning: "describe the picture", where the picture is all there is to go on
-            let (examples, images) =
-                stage_examples(config, &stage, Some(vec![Family::Describe]), 1, step as u64);
-            let batch = chat_batch(
-                &examples,
-                images,
-                tokenizer,
-                &vlm_config.tokens,
-                ImageSlot::Required,
-                false,
-            );
+            let batch = data.chat_batch(Stage::Align, step as u64, tokenizer, &vlm_config.tokens);
             vlm_train_step(
                 &mut state.model,
                 &mut grads,
@@ -873,6 +1020,7 @@ fn train_align(
 fn train_instruct(
     run: &Path,
     config: &VlmRunConfig,
+    data: &dyn VlmData,
     vlm_config: &VlmConfig,
     tokenizer: &Tokenizer,
     progress: Progress,
@@ -908,16 +1056,8 @@ fn train_instruct(
         config.checkpoint_interval,
         progress,
         |state, step, schedule| {
-            let (examples, images) =
-                stage_examples(config, &stage, None, config.max_turns, step as u64);
-            let batch = chat_batch(
-                &examples,
-                images,
-                tokenizer,
-                &vlm_config.tokens,
-                ImageSlot::Required,
-                false,
-            );
+            let batch =
+                data.chat_batch(Stage::Instruct, step as u64, tokenizer, &vlm_config.tokens);
             vlm_train_step(
                 &mut state.model,
                 &mut grads,
@@ -1049,6 +1189,10 @@ pub struct VlmMetrics {
     pub majority: TableRecord,
     /// Every evaluated turn: question, expected, answer, blind answer.
     pub answered: Vec<crate::vlm_eval::Answered>,
+    /// An own-data run: the scores on its training and validation lines
+    /// (the tables above are then empty).
+    #[serde(default)]
+    pub own: Option<(crate::vlm_own::OwnScores, crate::vlm_own::OwnScores)>,
 }
 
 /// The metrics file of a multimodal run.
@@ -1063,6 +1207,9 @@ pub const VLM_METRICS_FILE: &str = "metrics.json";
 /// A missing or damaged checkpoint, a file that cannot be written.
 pub fn finish_vlm(run: &Path, config: &VlmRunConfig) -> Result<(VlmMetrics, String), RunError> {
     let (vlm, tokenizer) = Vlm::load(&final_of(run, Stage::Instruct)?)?;
+    if let Some(dir) = &config.data {
+        return finish_own(run, config, &vlm, &tokenizer, dir);
+    }
     let report =
         crate::vlm_eval::evaluate_vlm(&vlm, &tokenizer, &config.qa_data(), config.eval_count);
     let seconds = |stage: Stage| -> f64 {
@@ -1085,6 +1232,7 @@ pub fn finish_vlm(run: &Path, config: &VlmRunConfig) -> Result<(VlmMetrics, Stri
         blind: (&report.blind).into(),
         majority: (&report.majority).into(),
         answered: report.answered.clone(),
+        own: None,
     };
     write_json(&run.join(VLM_METRICS_FILE), &metrics)?;
     let total: f64 = metrics.stage_seconds.iter().sum();
@@ -1105,9 +1253,42 @@ pub fn finish_vlm(run: &Path, config: &VlmRunConfig) -> Result<(VlmMetrics, Stri
 }
 // ANCHOR_END: finish_vlm
 
+/// [`finish_vlm`] for an own-data run: accuracy per answer and family on
+/// its training and validation lines.
+fn finish_own(
+    run: &Path,
+    config: &VlmRunConfig,
+    vlm: &Vlm,
+    tokenizer: &Tokenizer,
+    dir: &Path,
+) -> Result<(VlmMetrics, String), RunError> {
+    let (train, validation) = crate::vlm_own::evaluate_own(vlm, tokenizer, dir, config.side)?;
+    let empty = TableRecord { rows: Vec::new() };
+    let metrics = VlmMetrics {
+        config: config.clone(),
+        parameters: vlm.num_params(),
+        stage_seconds: [0.0; 4],
+        model: empty.clone(),
+        blind: empty.clone(),
+        majority: empty,
+        answered: Vec::new(),
+        own: Some((train.clone(), validation.clone())),
+    };
+    write_json(&run.join(VLM_METRICS_FILE), &metrics)?;
+    let text = format!(
+        "exact match on {} (every 10th line is validation):\n\n{}",
+        dir.display(),
+        crate::vlm_own::render_own(&train, &validation)
+    );
+    Ok((metrics, text))
+}
+
 /// Whether `run` holds a multimodal run.
 pub fn holds_vlm_run(run: &Path) -> bool {
-    run.join(VLM_RUN_FILE).exists() || Stage::ALL.iter().any(|s| run.join(s.folder()).exists())
+    [VLM_RUN_FILE, VLM_TOKENIZER_FILE]
+        .iter()
+        .any(|f| run.join(f).exists())
+        || Stage::ALL.iter().any(|s| run.join(s.folder()).exists())
 }
 
 /// Deletes the multimodal run in `run` (its recipe, stage folders and
@@ -1127,7 +1308,7 @@ pub fn clear_vlm(run: &Path) -> Result<(), RunError> {
             std::fs::remove_dir_all(&dir).map_err(run::io(&dir))?;
         }
     }
-    for name in [VLM_RUN_FILE, VLM_METRICS_FILE] {
+    for name in [VLM_RUN_FILE, VLM_TOKENIZER_FILE, VLM_METRICS_FILE] {
         let path = run.join(name);
         match std::fs::remove_file(&path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(run::io(&path)(e)),

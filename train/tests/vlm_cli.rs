@@ -127,3 +127,97 @@ fn the_micro_recipe_trains_resumes_answers_and_chats() {
     );
     std::fs::remove_dir_all(Path::new(&dir)).unwrap();
 }
+
+#[test]
+fn own_questions_train_with_captions_or_with_another_runs_tower() {
+    let dir = std::env::temp_dir().join(format!("train-vlm-own-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (data, questions_only) = (dir.join("data"), dir.join("questions-only"));
+    let exported = train(
+        &[
+            "dataset",
+            "export-questions",
+            "--out",
+            data.to_str().unwrap(),
+            "--count",
+            "30",
+        ],
+        None,
+    );
+    assert!(exported.status.success(), "{}", text(&exported.stderr));
+    std::fs::create_dir_all(&questions_only).unwrap();
+    for entry in std::fs::read_dir(&data).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().unwrap() != "captions.tsv" {
+            std::fs::copy(&path, questions_only.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let out = dir.to_str().unwrap();
+    // with captions: every stage on the folder
+    let with = train(
+        &[
+            "vlm",
+            "--micro",
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            out,
+            "--name",
+            "own",
+        ],
+        None,
+    );
+    assert!(with.status.success(), "{}", text(&with.stderr));
+    assert!(
+        text(&with.stdout).contains("validation lines"),
+        "{}",
+        text(&with.stdout)
+    );
+    // questions only: refused without a tower, then with one from the first run
+    let args = [
+        "vlm",
+        "--micro",
+        "--data",
+        questions_only.to_str().unwrap(),
+        "--out",
+        out,
+        "--name",
+        "q",
+    ];
+    let refused = train(&args, None);
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("--vision-from"),
+        "{}",
+        text(&refused.stderr)
+    );
+    let own_run = dir.join("own");
+    let mut with_tower = args.to_vec();
+    with_tower.extend(["--vision-from", own_run.to_str().unwrap()]);
+    let q = train(&with_tower, None);
+    assert!(q.status.success(), "{}", text(&q.stderr));
+    assert!(
+        text(&q.stderr).contains("no captions.tsv"),
+        "{}",
+        text(&q.stderr)
+    );
+    assert!(!dir.join("q").join("1-clip").exists());
+    // the run resumes, evaluates and answers from another directory
+    let image = data.join("00000.png");
+    let ask = Command::new(env!("CARGO_BIN_EXE_train"))
+        .args([
+            "ask",
+            image.to_str().unwrap(),
+            "how many shapes are there?",
+            "--run",
+            dir.join("q").to_str().unwrap(),
+        ])
+        .current_dir(std::env::temp_dir())
+        .output()
+        .unwrap();
+    assert!(ask.status.success(), "{}", text(&ask.stderr));
+    let eval = train(&["eval", dir.join("q").to_str().unwrap()], None);
+    assert!(eval.status.success(), "{}", text(&eval.stderr));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

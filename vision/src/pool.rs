@@ -412,10 +412,6 @@ mod tests {
         let (fast, fast_cache) = pool.forward_2x2(&x);
         // the general loop, as forward runs it for any other window
         let general = |x: &Array4<f32>| {
-            let padded = MaxPool2d {
-                kernel: 2,
-                stride: 2,
-            };
             let (batch, channels, height, width) = x.dim();
             let (h_out, w_out) = (height / 2, width / 2);
             let mut out = Array4::<f32>::zeros((batch, channels, h_out, w_out));

@@ -1214,15 +1214,24 @@ impl QaData {
     /// # Errors
     /// A [`TokenizerError`] from training.
     pub fn train_tokenizer(&self, captions: usize) -> Result<Tokenizer, TokenizerError> {
-        let lines = self.training_text(captions);
-        let tok = match Tokenizer::train_lines(&lines, 1024) {
-            Err(TokenizerError::VocabTooLarge { reached, .. }) => {
-                Tokenizer::train_lines(&lines, reached)?
-            }
-            other => other?,
-        };
-        tok.with_special_tokens(&CHAT_SPECIAL)
+        chat_tokenizer(&self.training_text(captions))
     }
+}
+
+/// A byte-level BPE tokenizer trained on `lines` (as many merges as they
+/// support, at most 1024 tokens), then the chat's special tokens
+/// [`CHAT_SPECIAL`]: the world's tokenizer, and an own-data run's.
+///
+/// # Errors
+/// A [`TokenizerError`] from training.
+pub fn chat_tokenizer(lines: &[String]) -> Result<Tokenizer, TokenizerError> {
+    let tok = match Tokenizer::train_lines(lines, 1024) {
+        Err(TokenizerError::VocabTooLarge { reached, .. }) => {
+            Tokenizer::train_lines(lines, reached)?
+        }
+        other => other?,
+    };
+    tok.with_special_tokens(&CHAT_SPECIAL)
 }
 
 #[cfg(test)]
