@@ -1,5 +1,6 @@
 //! Convolution (direct loops against im2col + GEMM), patch embedding, the
-//! CNN encoder and the ViT encoder, forward and backward.
+//! CNN encoder and the ViT encoder, forward and backward; and the Fourier
+//! transform of one audio frame, written out against the FFT.
 //!
 //! Sizes: the tiny training config (B=64, 32×32 images, the CNN's 3→32 and
 //! 32→64 convolutions) and one larger layer (B=4, 64×64, 64→128: four times
@@ -185,5 +186,30 @@ fn vit(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, conv, patch_embed, cnn, vit);
+/// The Fourier transform of one frame, written out (`N²`) against the FFT
+/// (`N log N`); throughput in samples.
+fn audio(c: &mut Criterion) {
+    let mut rng = StdRng::seed_from_u64(4);
+    let sizes: &[usize] = if smoke_test() { &[16] } else { &[256, 1024] };
+    for &n in sizes {
+        let x: Array2<f32> = init::normal((1, n), 1.0, &mut rng);
+        let x = x.into_raw_vec_and_offset().0;
+        for (name, transform) in [
+            (
+                "audio/dft",
+                vision::audio::dft as fn(&[f32]) -> Vec<vision::audio::Complex>,
+            ),
+            ("audio/fft", vision::audio::fft),
+        ] {
+            let mut group = c.benchmark_group(name);
+            group.throughput(Throughput::Elements(n as u64));
+            group.bench_function(BenchmarkId::from_parameter(format!("N{n}")), |b| {
+                b.iter(|| transform(black_box(&x)))
+            });
+            group.finish();
+        }
+    }
+}
+
+criterion_group!(benches, conv, patch_embed, cnn, vit, audio);
 criterion_main!(benches);

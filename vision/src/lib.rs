@@ -15,6 +15,8 @@
 //! training). [`Conv2d`] comes twice: the direct loops of the formula (the
 //! teaching reference) and im2col + one matrix product (the fast version),
 //! tested equal. [`images`] loads PNG/JPEG files into normalised tensors.
+//! [`audio`] turns a sound into a spectrogram, a one-channel image the same
+//! towers can read (a DFT written out, and the FFT, tested equal).
 //!
 //! ## Example
 //! ```
@@ -72,6 +74,7 @@
 //! - LeCun et al. 1998, "Gradient-Based Learning Applied to Document Recognition" (the CNN).
 //! - Dosovitskiy et al. 2021, "An Image is Worth 16x16 Words" (ViT, patch embedding, CLS token).
 
+pub mod audio;
 pub mod cnn;
 pub mod conv;
 pub mod images;
