@@ -13,7 +13,10 @@
 //!   itself and its neighbours, and under the causal mask only to the ones
 //!   before it (colour saturates at a weight of 0.5);
 //! - `memory.md`: the extra memory of the plain and the tiled kernels at the
-//!   bench sizes, computed from the shapes.
+//!   bench sizes, computed from the shapes;
+//! - `worked_example.md`: attention on three tokens of width 2, every
+//!   number of `Q Kᵀ/√D`, the softmax and `P V` printed, the weights and
+//!   outputs taken from `attention_forward` itself.
 //!
 //! Deterministic: no randomness, no timings.
 
@@ -68,7 +71,165 @@ fn main() -> Result<(), Box<dyn Error>> {
     write(&out_dir.join("weights.svg"), &svg)?;
 
     write(&out_dir.join("memory.md"), &memory_table())?;
+    write(&out_dir.join("worked_example.md"), &worked_example())?;
     Ok(())
+}
+
+/// `(0.500, 1.000)`
+fn vector(v: &[f32]) -> String {
+    let parts: Vec<String> = v.iter().map(|x| format!("{x:.3}")).collect();
+    format!("({})", parts.join(", "))
+}
+
+/// `(0, 2)`, `(1, 0.5)`: a hand-chosen input as written.
+fn input(v: &[f32]) -> String {
+    let parts: Vec<String> = v.iter().map(|x| format!("{x}")).collect();
+    format!("({})", parts.join(", "))
+}
+
+/// One number of a table cell: 3 decimals, `0` for an exact zero.
+fn cell(x: f32) -> String {
+    if x == 0.0 {
+        "0".to_string()
+    } else {
+        format!("{x:.3}")
+    }
+}
+
+/// Attention by hand on three tokens of width 2: scores, softmax, output.
+/// The weights and outputs printed are those of `attention_forward`; the
+/// scores and exponentials are recomputed here to show the steps, and
+/// checked against the kernel's weights.
+fn worked_example() -> String {
+    let tokens = ["a", "red", "circle"];
+    // chosen by hand: `circle` asks for what `red` offers
+    let q = [[0.0f32, 0.0], [1.0, 0.0], [0.0, 2.0]];
+    let k = [[1.0f32, 0.0], [0.0, 1.0], [1.0, 0.5]];
+    let v = [[1.0f32, 0.0], [0.0, 1.0], [1.0, 1.0]];
+    let (t, d) = (tokens.len(), q[0].len());
+    let as4 = |m: &[[f32; 2]; 3]| {
+        Array4::from_shape_fn((1, 1, t, d), |(_, _, i, j)| m[i][j]) // [B=1, H=1, T, D]
+    };
+    let (q4, k4, v4) = (as4(&q), as4(&k), as4(&v));
+    let scale = 1.0 / (d as f32).sqrt();
+    let mut md = format!(
+        "Three tokens, one head of width $D = {d}$. The numbers are chosen by hand so \
+         that `circle`'s query points the way `red`'s key does:\n\n\
+         | token | query $q$ | key $k$ | value $v$ |\n| --- | --- | --- | --- |\n"
+    );
+    for i in 0..t {
+        let _ = writeln!(
+            md,
+            "| `{}` | {} | {} | {} |",
+            tokens[i],
+            input(&q[i]),
+            input(&k[i]),
+            input(&v[i])
+        );
+    }
+
+    // 1. scores
+    let s = Array2::from_shape_fn((t, t), |(i, j)| {
+        (q[i][0] * k[j][0] + q[i][1] * k[j][1]) * scale
+    });
+    let header = |first: &str| {
+        let mut h = format!("| {first} |");
+        for tok in tokens {
+            let _ = write!(h, " key `{tok}` |");
+        }
+        h + "\n| --- |" + &" ---: |".repeat(t) + "\n"
+    };
+    let _ = write!(
+        md,
+        "\n**1. Scores.** $S = Q K^\\top / \\sqrt{{{d}}}$: row $i$ is query $i$, column \
+         $j$ is key $j$, each cell one dot product divided by $\\sqrt{{{d}}} = {:.3}$.\n\n{}",
+        (d as f32).sqrt(),
+        header("")
+    );
+    for i in 0..t {
+        let row: Vec<String> = (0..t).map(|j| cell(s[[i, j]])).collect();
+        let _ = writeln!(md, "| query `{}` | {} |", tokens[i], row.join(" | "));
+    }
+    let (i, j) = (2, 1);
+    let _ = writeln!(
+        md,
+        "\nFor example $S_{{\\text{{{}}},\\,\\text{{{}}}}} = ({} \\cdot {} + {} \\cdot {}) / {:.3} = {:.3}$.",
+        tokens[i],
+        tokens[j],
+        q[i][0],
+        k[j][0],
+        q[i][1],
+        k[j][1],
+        (d as f32).sqrt(),
+        s[[i, j]]
+    );
+
+    // 2. softmax, the kernel's weights
+    let (out, probs) = attention_forward(&q4, &k4, &v4, &Mask::None); // [1, 1, T, D], [1, 1, T, T]
+    let _ = write!(
+        md,
+        "\n**2. Softmax of each row.** Every score becomes $e^{{s}}$, and each is divided \
+         by its row's sum, so a row of weights is positive and sums to one:\n\n\
+         | query | $e^{{s}}$ for the keys | row sum | weights $P$ for `{}`, `{}`, `{}` |\n\
+         | --- | --- | ---: | --- |\n",
+        tokens[0], tokens[1], tokens[2]
+    );
+    for i in 0..t {
+        let e: Vec<f32> = (0..t).map(|j| s[[i, j]].exp()).collect();
+        let sum: f32 = e.iter().sum();
+        for j in 0..t {
+            let by_hand = e[j] / sum;
+            assert!(
+                (by_hand - probs[[0, 0, i, j]]).abs() < 1e-6,
+                "the kernel's softmax differs from the hand computation"
+            );
+        }
+        let p: Vec<f32> = (0..t).map(|j| probs[[0, 0, i, j]]).collect();
+        let _ = writeln!(
+            md,
+            "| `{}` | {} | {:.3} | {} |",
+            tokens[i],
+            vector(&e),
+            sum,
+            vector(&p)
+        );
+    }
+
+    // 3. output
+    let _ = write!(
+        md,
+        "\n**3. Output.** $O = P V$: each token's output is its weights times the values, \
+         a weighted average of the three value vectors:\n\n\
+         | token | $o = \\sum_j p_j v_j$ |\n| --- | --- |\n"
+    );
+    for i in 0..t {
+        let terms: Vec<String> = (0..t)
+            .map(|j| format!("{:.3}·{}", probs[[0, 0, i, j]], input(&v[j])))
+            .collect();
+        let o: Vec<f32> = (0..d).map(|c| out[[0, 0, i, c]]).collect();
+        let _ = writeln!(
+            md,
+            "| `{}` | {} = **{}** |",
+            tokens[i],
+            terms.join(" + "),
+            vector(&o)
+        );
+    }
+
+    // the same with the causal mask
+    let (out_c, probs_c) = attention_forward(&q4, &k4, &v4, &Mask::Causal);
+    let _ = write!(
+        md,
+        "\n**With the causal mask** each query sees only the keys up to its own position \
+         (the others' scores are $-\\infty$, their $e^{{s}}$ is 0):\n\n\
+         | token | weights $P$ | output $o$ |\n| --- | --- | --- |\n"
+    );
+    for i in 0..t {
+        let p: Vec<f32> = (0..t).map(|j| probs_c[[0, 0, i, j]]).collect();
+        let o: Vec<f32> = (0..d).map(|c| out_c[[0, 0, i, c]]).collect();
+        let _ = writeln!(md, "| `{}` | {} | {} |", tokens[i], vector(&p), vector(&o));
+    }
+    md
 }
 
 /// Extra memory of the two kernels at the bench sizes (B = 1, H = 4, D = 64).
