@@ -7,6 +7,8 @@
 //!   the shared space;
 //! - [`overlay`]: attention weights over image tokens as a grid, upscaled
 //!   and laid over the image, tiles assembled into one picture;
+//! - [`vectors`]: what the learned vectors look like: nearest neighbours of
+//!   the token embeddings, and a word's vector in different sentences;
 //! - [`figures`]: [`plot_run`], every figure of a run folder.
 //!
 //! ## Shapes
@@ -17,8 +19,11 @@ pub mod charts;
 pub mod figures;
 pub mod overlay;
 pub mod pca;
+pub mod vectors;
 
-pub use charts::{ScatterPoint, heatmap_svg, loss_svg, scatter_svg};
-pub use figures::{PlotError, PlotReport, cross_attention_maps, plot_run, vit_cls_maps};
+pub use charts::{ScatterPoint, heatmap_svg, heatmap_svg_axis, loss_svg, scatter_svg};
+pub use figures::{
+    PlotError, PlotReport, cross_attention_maps, plot_run, plot_run_linked, vit_cls_maps,
+};
 pub use overlay::{normalise_max, overlay, tile_rows, upscale_nearest};
 pub use pca::{Pca, pca};

@@ -60,6 +60,8 @@ fn plots_every_figure_of_a_cnn_run_and_skips_the_vit_one() {
         "similarity_start.svg",
         "similarity_end.svg",
         "embeddings_pca.svg",
+        "embeddings_captions.svg",
+        "token_similarity.svg",
     ] {
         let text = std::fs::read_to_string(out.join(svg)).unwrap();
         assert!(
@@ -67,21 +69,52 @@ fn plots_every_figure_of_a_cnn_run_and_skips_the_vit_one() {
             "{svg}"
         );
     }
-    // 4 images; rows: one per decoder block, tiles of 32·4 px with 4 px gaps
+    // the gallery: one seen image per shape of the world, a held-out one, and
+    // up to two held-out images captioned wrongly (an untrained micro model
+    // gets them all wrong)
+    let shapes = config.world.shapes().len();
+    let pictures = shapes + 1 + 2;
     let depth = state.model.decoder.blocks.len() as u32;
-    for k in 0..4 {
+    for k in 0..pictures {
+        // rows: one per decoder block, tiles of 32·4 px with 4 px gaps
         let (w, h) = png_size(&out.join(format!("cross_attention/{k}.png")));
         assert_eq!(h, 4 + depth * (128 + 4));
         assert_eq!((w - 4) % 132, 0, "whole tiles");
         assert!(w >= 2 * 132 + 4, "the image and at least one word");
     }
+    assert!(!out.join(format!("cross_attention/{pictures}.png")).exists());
     let words = std::fs::read_to_string(out.join("cross_attention/words.md")).unwrap();
-    assert_eq!(words.matches("cross_attention/").count(), 4);
-    assert!(words.contains("(held out)"));
+    assert_eq!(words.matches("cross_attention/").count(), pictures);
+    assert!(words.contains("(held out)") && words.contains("(wrong)"));
+    let gallery = std::fs::read_to_string(out.join("cross_attention/gallery.md")).unwrap();
+    assert_eq!(
+        gallery.matches("src=\"../cross_attention/").count(),
+        pictures
+    );
+    assert_eq!(
+        gallery.matches(".** held out, captioned wrongly:").count(),
+        2
+    );
+    let focus = std::fs::read_to_string(out.join("cross_attention/focus.md")).unwrap();
+    assert!(
+        focus.contains("a colour word") && focus.contains("block 1"),
+        "{focus}"
+    );
+    let neighbours = std::fs::read_to_string(out.join("token_neighbours.md")).unwrap();
+    for word in ["`red`", "`circle`", "`big`", "`left`"] {
+        assert!(neighbours.contains(word), "{word} in {neighbours}");
+    }
+    let contextual = std::fs::read_to_string(out.join("contextual.md")).unwrap();
+    assert_eq!(
+        contextual.matches("in the top left").count(),
+        4,
+        "{contextual}"
+    );
     assert!(!out.join("vit_cls_attention.png").exists());
     assert_eq!(report.skipped.len(), 1);
     assert!(report.skipped[0].contains("CNN"), "{report}");
-    assert_eq!(report.written.len(), 4 + 4 + 1);
+    // 6 SVGs, the pictures, words.md, gallery.md, focus.md, token_neighbours.md, contextual.md
+    assert_eq!(report.written.len(), 6 + pictures + 5);
     std::fs::remove_dir_all(dir).unwrap();
 }
 

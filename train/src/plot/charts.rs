@@ -58,7 +58,7 @@ fn loss_panel(area: &DrawingArea<SVGBackend, Shift>, steps: &[StepRecord]) {
         chart
             .configure_mesh()
             .y_desc("loss")
-            .y_label_formatter(&|v| format!("{v:.2}"))
+            .y_label_formatter(&|v| tick_label(*v))
             .draw(),
     );
     for (name, colour, f) in series {
@@ -83,6 +83,16 @@ fn loss_panel(area: &DrawingArea<SVGBackend, Shift>, steps: &[StepRecord]) {
     );
 }
 
+/// A tick of a log axis with two significant digits, so small values do
+/// not all read `0.00`: 12, 1.5, 0.15, 0.0015.
+pub fn tick_label(v: f32) -> String {
+    if !v.is_finite() || v <= 0.0 {
+        return format!("{v}");
+    }
+    let decimals = (1 - v.log10().floor() as i32).max(0) as usize;
+    format!("{v:.decimals$}")
+}
+
 fn scale_panel(area: &DrawingArea<SVGBackend, Shift>, steps: &[StepRecord]) {
     let last = steps.last().map_or(1, |r| r.step + 1);
     let finite = || {
@@ -95,13 +105,13 @@ fn scale_panel(area: &DrawingArea<SVGBackend, Shift>, steps: &[StepRecord]) {
     let bottom = finite().fold(top, f32::min).min(top * 0.5) * 0.9;
     let mut chart = drawn(
         ChartBuilder::on(area)
-            .caption("logit scale exp(s) = 1/τ", ("sans-serif", 14))
+            .caption("scale s = exp(logit_scale) = 1/τ", ("sans-serif", 14))
             .margin(10)
             .x_label_area_size(30)
             .y_label_area_size(50)
             .build_cartesian_2d(0..last, bottom..top),
     );
-    drawn(chart.configure_mesh().x_desc("step").y_desc("1/τ").draw());
+    drawn(chart.configure_mesh().x_desc("step").y_desc("s").draw());
     drawn(
         chart.draw_series(LineSeries::new(
             steps
@@ -137,6 +147,21 @@ pub fn diverging(v: f32) -> RGBColor {
 /// If `matrix` is not square or `labels` does not name each row.
 #[track_caller]
 pub fn heatmap_svg(matrix: &ArrayRef2<f32>, labels: &[String], title: &str) -> String {
+    heatmap_svg_axis(matrix, labels, title, "image")
+}
+// ANCHOR_END: heatmap
+
+/// [`heatmap_svg`] with another name for what the rows are (`"token"`).
+///
+/// # Panics
+/// If `matrix` is not square or `labels` does not name each row.
+#[track_caller]
+pub fn heatmap_svg_axis(
+    matrix: &ArrayRef2<f32>,
+    labels: &[String],
+    title: &str,
+    rows: &str,
+) -> String {
     let n = matrix.nrows();
     assert!(
         matrix.ncols() == n && labels.len() == n,
@@ -172,7 +197,7 @@ pub fn heatmap_svg(matrix: &ArrayRef2<f32>, labels: &[String], title: &str) -> S
                 .x_label_formatter(&|_| String::new())
                 .y_label_formatter(&row_name)
                 .y_label_style(("sans-serif", 11))
-                .y_desc("image")
+                .y_desc(rows)
                 .draw(),
         );
         let exact = SegmentValue::Exact;
@@ -201,7 +226,6 @@ pub fn heatmap_svg(matrix: &ArrayRef2<f32>, labels: &[String], title: &str) -> S
     }
     svg
 }
-// ANCHOR_END: heatmap
 
 fn colour_bar(area: &DrawingArea<SVGBackend, Shift>) {
     // in the area's pixels: a bar 20 px wide from y = 40 (+1) to y = 520 (−1)
@@ -235,6 +259,8 @@ pub struct ScatterPoint {
     pub caption: bool,
     /// Ringed in black.
     pub marked: bool,
+    /// Written beside the point.
+    pub label: Option<String>,
 }
 
 /// The colours of [`scatter_svg`]'s groups, in order.
@@ -334,6 +360,11 @@ pub fn scatter_svg(
         )
         .label(marked)
         .legend(|(x, y)| Circle::new((x + 10, y), 6, BLACK.stroke_width(1)));
+        drawn(chart.draw_series(points.iter().filter_map(|p| {
+            p.label
+                .as_ref()
+                .map(|text| Text::new(text.clone(), (p.x, p.y), ("sans-serif", 11)))
+        })));
         drawn(
             chart
                 .configure_series_labels()
@@ -367,11 +398,20 @@ mod tests {
     }
 
     #[test]
+    fn log_ticks_keep_two_significant_digits() {
+        assert_eq!(tick_label(12.0), "12");
+        assert_eq!(tick_label(1.5), "1.5");
+        assert_eq!(tick_label(0.15), "0.15");
+        assert_eq!(tick_label(0.0015), "0.0015");
+        assert_eq!(tick_label(0.002), "0.0020");
+    }
+
+    #[test]
     fn the_loss_chart_has_both_panels_and_survives_odd_values() {
         let steps: Vec<_> = (0..20).map(|s| record(s, 5.0 / (1.0 + s as f32))).collect();
         let svg = loss_svg(&steps);
         assert!(svg.starts_with("<svg") && svg.contains("contrastive"));
-        assert!(svg.contains("log scale") && svg.contains("logit scale"));
+        assert!(svg.contains("log scale") && svg.contains("exp(logit_scale)"));
         // a NaN, a zero (no logarithm) and no steps at all still draw
         let mut odd = steps.clone();
         odd[3].loss = f32::NAN;
@@ -417,6 +457,7 @@ mod tests {
                 group: i % 2,
                 caption: i % 3 == 0,
                 marked: i == 5,
+                label: (i == 2).then(|| "two".to_string()),
             })
             .collect();
         let svg = scatter_svg(
@@ -427,7 +468,13 @@ mod tests {
             ("a", "b"),
             "held out",
         );
-        for text in ["circle (image)", "square (caption)", "held out", "space"] {
+        for text in [
+            "circle (image)",
+            "square (caption)",
+            "held out",
+            "space",
+            "two",
+        ] {
             assert!(svg.contains(text), "{text}");
         }
     }
