@@ -3,7 +3,10 @@
 //! - `book/src/generated/model/architecture.svg`: how the parts connect, with
 //!   the shapes of the tiny config;
 //! - `book/src/generated/model/parameters.md`: the parameter count of each
-//!   part, read from `Params`, for both image towers and both head kinds.
+//!   part, read from `Params`, for both image towers and both head kinds;
+//! - `book/src/generated/vision/shapes.md`: the vision chapter's table of
+//!   the model's CNN and ViT stage by stage (output shape, receptive field,
+//!   parameters), from `ImageConfig::tiny_cnn` and `ImageConfig::tiny_vit`.
 //!
 //! ```sh
 //! cargo run --release -p model --example chapter
@@ -21,6 +24,7 @@ use embedding::Params;
 use model::{Head, ImageConfig, Model, ModelConfig};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
+use vision::{CnnConfig, VitConfig, conv_output_size};
 
 /// The toy dataset's vocabulary size, for the shapes shown.
 const VOCAB: usize = 512;
@@ -32,7 +36,158 @@ fn main() -> Result<(), Box<dyn Error>> {
     fs::write(out.join("architecture.svg"), architecture(&config))?;
     fs::write(out.join("parameters.md"), parameters()?)?;
     println!("wrote architecture.svg and parameters.md to book/src/generated/model/");
+    let (ImageConfig::Cnn { cnn, image_size }, ImageConfig::Vit(vit)) =
+        (ImageConfig::tiny_cnn(), ImageConfig::tiny_vit())
+    else {
+        unreachable!("tiny_cnn is a CNN and tiny_vit a ViT")
+    };
+    let vision = out.join("../vision");
+    fs::create_dir_all(&vision)?;
+    fs::write(
+        vision.join("shapes.md"),
+        shapes_table(&cnn, &vit, image_size),
+    )?;
+    println!("wrote book/src/generated/vision/shapes.md");
     Ok(())
+}
+
+/// One row of the shapes table.
+fn row(table: &mut String, stage: &str, shape: &str, field: &str, params: usize) {
+    let params = if params == 0 {
+        "–".to_string()
+    } else {
+        params.to_string()
+    };
+    let shape = if shape.is_empty() {
+        String::new()
+    } else {
+        format!("`{shape}`")
+    };
+    writeln!(table, "| {stage} | {shape} | {field} | {params} |").unwrap();
+}
+
+fn shapes_table(cnn: &CnnConfig, vit_config: &VitConfig, side_px: usize) -> String {
+    let mut rng = StdRng::seed_from_u64(0);
+    let mut t = String::new();
+    writeln!(
+        t,
+        "| stage | output shape (B = 1) | receptive field | parameters |"
+    )
+    .unwrap();
+    writeln!(t, "| --- | --- | --- | --- |").unwrap();
+
+    // CNN: track the receptive field r and the jump j (input pixels between neighbouring outputs):
+    // a layer with kernel k and stride s gives r ← r + (k − 1)·j, j ← j·s
+    let cnn = cnn.init(&mut rng);
+    let (mut side, mut field, mut jump) = (side_px, 1, 1);
+    row(
+        &mut t,
+        "**CNN** input image",
+        &format!("[1, 3, {side_px}, {side_px}]"),
+        "1×1",
+        0,
+    );
+    for (i, block) in cnn.blocks.iter().enumerate() {
+        let (k, _) = block.conv.kernel_size();
+        side = conv_output_size(side, k, block.conv.stride, block.conv.padding);
+        field += (k - 1) * jump;
+        jump *= block.conv.stride;
+        let c = block.conv.c_out();
+        let stage = format!("block {i}: conv {k}×{k} + ReLU");
+        row(
+            &mut t,
+            &stage,
+            &format!("[1, {c}, {side}, {side}]"),
+            &format!("{field}×{field}"),
+            block.conv.num_params(),
+        );
+        let p = block.pool.kernel;
+        side = conv_output_size(side, p, block.pool.stride, 0);
+        field += (p - 1) * jump;
+        jump *= block.pool.stride;
+        let stage = format!("block {i}: max pool {p}×{p}");
+        row(
+            &mut t,
+            &stage,
+            &format!("[1, {c}, {side}, {side}]"),
+            &format!("{field}×{field}"),
+            0,
+        );
+    }
+    let c = cnn.dim();
+    row(
+        &mut t,
+        "grid (positions as tokens)",
+        &format!("[1, {}, {c}]", side * side),
+        &format!("{field}×{field}"),
+        0,
+    );
+    row(
+        &mut t,
+        "pooled (mean of the grid)",
+        &format!("[1, {c}]"),
+        &format!("{side_px}×{side_px} (all)"),
+        0,
+    );
+    row(&mut t, "**CNN total**", "", "", cnn.num_params());
+
+    let config = vit_config;
+    let vit = config.init(&mut rng);
+    let (n, c, p) = (config.num_patches(), vit.dim(), config.patch);
+    row(
+        &mut t,
+        "**ViT** input image",
+        &format!("[1, 3, {side_px}, {side_px}]"),
+        "1×1",
+        0,
+    );
+    row(
+        &mut t,
+        &format!("patch embedding {p}×{p}"),
+        &format!("[1, {n}, {c}]"),
+        &format!("{p}×{p} (a patch)"),
+        vit.patch_embed.num_params(),
+    );
+    row(
+        &mut t,
+        "prepend CLS token",
+        &format!("[1, {}, {c}]", n + 1),
+        &format!("{p}×{p} (a patch)"),
+        vit.cls_token.len(),
+    );
+    row(
+        &mut t,
+        "+ learned positions",
+        &format!("[1, {}, {c}]", n + 1),
+        &format!("{p}×{p} (a patch)"),
+        vit.pos_embed.num_params(),
+    );
+    for (i, block) in vit.blocks.iter().enumerate() {
+        let stage = format!("block {i}: attention + MLP");
+        row(
+            &mut t,
+            &stage,
+            &format!("[1, {}, {c}]", n + 1),
+            &format!("{side_px}×{side_px} (all)"),
+            block.num_params(),
+        );
+    }
+    row(
+        &mut t,
+        "final LayerNorm → tokens",
+        &format!("[1, {}, {c}]", n + 1),
+        &format!("{side_px}×{side_px} (all)"),
+        vit.norm.num_params(),
+    );
+    row(
+        &mut t,
+        "cls = tokens[:, 0]",
+        &format!("[1, {c}]"),
+        &format!("{side_px}×{side_px} (all)"),
+        0,
+    );
+    row(&mut t, "**ViT total**", "", "", vit.num_params());
+    t
 }
 
 /// A small SVG writer: boxes, arrows and text, nothing else.

@@ -22,13 +22,11 @@ use std::error::Error;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use embedding::{Params, init};
+use embedding::init;
 use ndarray::{Array2, Array3, Array4, ArrayRef2, Axis, s};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use vision::{
-    CnnConfig, Conv2d, MaxPool2d, Preprocess, Relu, VitConfig, conv_output_size, save_png,
-};
+use vision::{CnnConfig, Conv2d, MaxPool2d, Preprocess, Relu, conv_output_size, save_png};
 
 const SIDE: usize = 32; // the toy dataset's image size
 const PATCH: usize = 8;
@@ -250,146 +248,6 @@ fn receptive_field_svg(dir: &Path) -> Result<(), Box<dyn Error>> {
     Ok(())
 }
 
-/// One row of the shapes table.
-fn row(table: &mut String, stage: &str, shape: &str, field: &str, params: usize) {
-    let params = if params == 0 {
-        "–".to_string()
-    } else {
-        params.to_string()
-    };
-    let shape = if shape.is_empty() {
-        String::new()
-    } else {
-        format!("`{shape}`")
-    };
-    writeln!(table, "| {stage} | {shape} | {field} | {params} |").unwrap();
-}
-
-fn shapes_table(dir: &Path) -> Result<(), Box<dyn Error>> {
-    let mut rng = StdRng::seed_from_u64(0);
-    let mut t = String::new();
-    writeln!(
-        t,
-        "| stage | output shape (B = 1) | receptive field | parameters |"
-    )
-    .unwrap();
-    writeln!(t, "| --- | --- | --- | --- |").unwrap();
-
-    // CNN: track the receptive field r and the jump j (input pixels between neighbouring outputs):
-    // a layer with kernel k and stride s gives r ← r + (k − 1)·j, j ← j·s
-    let cnn = CnnConfig::default().init(&mut rng);
-    let (mut side, mut field, mut jump) = (SIDE, 1, 1);
-    row(
-        &mut t,
-        "**CNN** input image",
-        &format!("[1, 3, {SIDE}, {SIDE}]"),
-        "1×1",
-        0,
-    );
-    for (i, block) in cnn.blocks.iter().enumerate() {
-        let (k, _) = block.conv.kernel_size();
-        side = conv_output_size(side, k, block.conv.stride, block.conv.padding);
-        field += (k - 1) * jump;
-        jump *= block.conv.stride;
-        let c = block.conv.c_out();
-        let stage = format!("block {i}: conv {k}×{k} + ReLU");
-        row(
-            &mut t,
-            &stage,
-            &format!("[1, {c}, {side}, {side}]"),
-            &format!("{field}×{field}"),
-            block.conv.num_params(),
-        );
-        let p = block.pool.kernel;
-        side = conv_output_size(side, p, block.pool.stride, 0);
-        field += (p - 1) * jump;
-        jump *= block.pool.stride;
-        let stage = format!("block {i}: max pool {p}×{p}");
-        row(
-            &mut t,
-            &stage,
-            &format!("[1, {c}, {side}, {side}]"),
-            &format!("{field}×{field}"),
-            0,
-        );
-    }
-    let c = cnn.dim();
-    row(
-        &mut t,
-        "grid (positions as tokens)",
-        &format!("[1, {}, {c}]", side * side),
-        &format!("{field}×{field}"),
-        0,
-    );
-    row(
-        &mut t,
-        "pooled (mean of the grid)",
-        &format!("[1, {c}]"),
-        &format!("{SIDE}×{SIDE} (all)"),
-        0,
-    );
-    row(&mut t, "**CNN total**", "", "", cnn.num_params());
-
-    let config = VitConfig::default();
-    let vit = config.init(&mut rng);
-    let (n, c, p) = (config.num_patches(), vit.dim(), config.patch);
-    row(
-        &mut t,
-        "**ViT** input image",
-        &format!("[1, 3, {SIDE}, {SIDE}]"),
-        "1×1",
-        0,
-    );
-    row(
-        &mut t,
-        &format!("patch embedding {p}×{p}"),
-        &format!("[1, {n}, {c}]"),
-        &format!("{p}×{p} (a patch)"),
-        vit.patch_embed.num_params(),
-    );
-    row(
-        &mut t,
-        "prepend CLS token",
-        &format!("[1, {}, {c}]", n + 1),
-        &format!("{p}×{p} (a patch)"),
-        vit.cls_token.len(),
-    );
-    row(
-        &mut t,
-        "+ learned positions",
-        &format!("[1, {}, {c}]", n + 1),
-        &format!("{p}×{p} (a patch)"),
-        vit.pos_embed.num_params(),
-    );
-    for (i, block) in vit.blocks.iter().enumerate() {
-        let stage = format!("block {i}: attention + MLP");
-        row(
-            &mut t,
-            &stage,
-            &format!("[1, {}, {c}]", n + 1),
-            &format!("{SIDE}×{SIDE} (all)"),
-            block.num_params(),
-        );
-    }
-    row(
-        &mut t,
-        "final LayerNorm → tokens",
-        &format!("[1, {}, {c}]", n + 1),
-        &format!("{SIDE}×{SIDE} (all)"),
-        vit.norm.num_params(),
-    );
-    row(
-        &mut t,
-        "cls = tokens[:, 0]",
-        &format!("[1, {c}]"),
-        &format!("{SIDE}×{SIDE} (all)"),
-        0,
-    );
-    row(&mut t, "**ViT total**", "", "", vit.num_params());
-    std::fs::write(dir.join("shapes.md"), t)?;
-    Ok(())
-}
-
 fn main() -> Result<(), Box<dyn Error>> {
     let dir = out_dir();
     std::fs::create_dir_all(&dir)?;
@@ -397,10 +255,23 @@ fn main() -> Result<(), Box<dyn Error>> {
     save_png(&upscale(&scene, ZOOM), dir.join("scene.png"))?;
     patch_figures(&scene, &dir)?;
     feature_maps(&scene, &dir)?;
-    shapes_table(&dir)?;
     receptive_field_svg(&dir)?;
+    // the sizes the chapter quotes about these pictures, so its text follows the code
+    let facts = [
+        ("scene_size", SIDE),
+        ("patch", PATCH),
+        ("patch_grid", SIDE / PATCH),
+        ("patches", (SIDE / PATCH).pow(2)),
+        ("patch_numbers", 3 * PATCH * PATCH),
+    ];
+    let mut text =
+        String::from("Sizes of the vision chapter's pictures, included inline by the chapter.\n");
+    for (name, value) in facts {
+        text += &format!("ANCHOR: {name}\n{value}\nANCHOR_END: {name}\n");
+    }
+    std::fs::write(dir.join("figure_facts.txt"), text)?;
     println!(
-        "wrote book/src/generated/vision/{{scene,patch_grid,patch_sequence,edge_maps,random_maps}}.png, receptive_field.svg and shapes.md"
+        "wrote book/src/generated/vision/{{scene,patch_grid,patch_sequence,edge_maps,random_maps}}.png, receptive_field.svg and figure_facts.txt"
     );
     Ok(())
 }
