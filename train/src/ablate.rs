@@ -1,7 +1,8 @@
 //! Ablations: what each loss and each image tower contributes.
 //!
-//! Four short runs with the same seed, the same data and the same number of
-//! steps, which differ in one thing each:
+//! Four recipes trained with the same seeds, the same data and the same
+//! number of steps (by default the default run's, long enough to
+//! converge), which differ in one thing each:
 //!
 //! | variant | image tower | contrastive weight | caption weight |
 //! | --- | --- | ---: | ---: |
@@ -11,9 +12,12 @@
 //! | `vit` | ViT | on | on |
 //!
 //! The first three compare the losses; `both` against `vit` compares the
-//! towers. Each variant is an ordinary run folder `<out>/runs/<variant>/`
-//! made by [`crate::run`], so `train eval` and the plots work on it too. A
-//! finished variant whose `run.json` matches is reused, not retrained.
+//! towers. Every variant is trained once per seed (3 by default): one run
+//! says little when the seeds alone move a figure by a few points, so the
+//! table reports each figure's mean over the seeds and its range. Each run
+//! is an ordinary run folder `<out>/runs/<variant>/seed-<seed>/` made by
+//! [`crate::run`], so `train eval` and the plots work on it too. A finished
+//! run whose config matches is reused, not retrained.
 //!
 //! A variant whose loss is off still gets every metric measured: the part of
 //! the model that loss trains is left at its initial weights (plus weight
@@ -106,11 +110,13 @@ impl Variant {
     }
 }
 
-/// One variant's outcome.
+/// One run's outcome: a variant trained with one seed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AblationResult {
     pub variant: Variant,
-    /// The variant's run folder.
+    /// The seed of the weights and the batches.
+    pub seed: u64,
+    /// The run's folder.
     pub run: PathBuf,
     pub config: RunConfig,
     pub parameters: usize,
@@ -119,6 +125,9 @@ pub struct AblationResult {
     pub final_loss: f32,
     pub eval: EvalReport,
 }
+
+/// The seeds of the ablation runs by default.
+pub const SEEDS: [u64; 3] = [0, 1, 2];
 
 /// The base config of the ablations: the default run's recipe for `steps`
 /// steps, its warmup shortened to a tenth of the run when that is shorter,
@@ -168,42 +177,59 @@ fn run_variant(dir: &Path, config: &RunConfig, progress: Progress) -> Result<Met
 }
 
 // ANCHOR: ablate
-/// Runs every [`Variant`] of `base` under `out/runs/<variant>/` and writes
-/// `out/ablations.md` and `out/ablations.json`.
+/// Runs every [`Variant`] of `base` once per seed, under
+/// `out/runs/<variant>/seed-<seed>/`, and writes `out/ablations.md` and
+/// `out/ablations.json`.
 ///
 /// # Errors
-/// A bad base config, a file that cannot be written, a folder that holds a
-/// different run, or a training that met a NaN.
+/// A bad base config, no seeds, a file that cannot be written, a folder
+/// that holds a different run, or a training that met a NaN.
 pub fn ablate(
     out: &Path,
     base: &RunConfig,
+    seeds: &[u64],
     progress: Progress,
 ) -> Result<Vec<AblationResult>, RunError> {
     base.validate()?;
+    if seeds.is_empty() {
+        return Err(RunError::BadValue {
+            name: "seeds",
+            why: "at least one seed is needed".to_string(),
+        });
+    }
     let mut results = Vec::new();
     for variant in Variant::ALL {
-        let config = variant.config(base);
-        let dir = out.join(RUNS_DIR).join(variant.name());
-        if progress == Progress::Bar {
-            crate::commands::note(&format!(
-                "ablation {}: {}",
-                variant.name(),
-                variant.describe()
-            ));
+        for &seed in seeds {
+            let config = RunConfig {
+                seed,
+                ..variant.config(base)
+            };
+            let dir = out
+                .join(RUNS_DIR)
+                .join(variant.name())
+                .join(format!("seed-{seed}"));
+            if progress == Progress::Bar {
+                crate::commands::note(&format!(
+                    "ablation {}, seed {seed}: {}",
+                    variant.name(),
+                    variant.describe()
+                ));
+            }
+            let metrics = run_variant(&dir, &config, progress)?;
+            let losses = &metrics.history.steps;
+            let tail = &losses[losses.len() - (losses.len() / 10).max(1).min(losses.len())..];
+            let final_loss = tail.iter().map(|r| r.loss).sum::<f32>() / tail.len().max(1) as f32;
+            results.push(AblationResult {
+                variant,
+                seed,
+                run: dir,
+                config,
+                parameters: metrics.parameters,
+                train_seconds: metrics.train_seconds,
+                final_loss,
+                eval: metrics.final_eval,
+            });
         }
-        let metrics = run_variant(&dir, &config, progress)?;
-        let losses = &metrics.history.steps;
-        let tail = &losses[losses.len() - (losses.len() / 10).max(1).min(losses.len())..];
-        let final_loss = tail.iter().map(|r| r.loss).sum::<f32>() / tail.len().max(1) as f32;
-        results.push(AblationResult {
-            variant,
-            run: dir,
-            config,
-            parameters: metrics.parameters,
-            train_seconds: metrics.train_seconds,
-            final_loss,
-            eval: metrics.final_eval,
-        });
     }
     let write = |name: &str, text: &str| {
         let path = out.join(name);
@@ -219,19 +245,45 @@ pub fn ablate(
 }
 // ANCHOR_END: ablate
 
-/// The results as markdown: a sentence on how they were made, the table
-/// (seen / held-out in each cell), and what the marked cells mean.
+/// `mean (min–max)` of `values` as percentages, or just the value for one.
+fn spread(values: &[f32]) -> String {
+    let n = values.len().max(1) as f32;
+    let mean = values.iter().sum::<f32>() / n;
+    let (lo, hi) = values
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        });
+    if values.len() < 2 {
+        format!("{:.1}", 100.0 * mean)
+    } else {
+        format!("{:.1} ({:.1}–{:.1})", 100.0 * mean, 100.0 * lo, 100.0 * hi)
+    }
+}
+
+// ANCHOR: table
+/// The results as markdown: a sentence on how they were made, one row per
+/// variant with each figure's mean over the seeds and its range (in %),
+/// and what the marked cells mean.
 pub fn table(results: &[AblationResult]) -> String {
     let Some(first) = results.first() else {
         return String::from("No ablation results.\n");
     };
     let c = &first.config;
+    let mut seeds: Vec<u64> = results.iter().map(|r| r.seed).collect();
+    seeds.sort_unstable();
+    seeds.dedup();
+    let seed_list = seeds
+        .iter()
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
     let mut md = format!(
-        "Each variant: {} steps of {} images, seed {}, peak learning rate {}, loss weights (when on) contrastive {} / caption {}; \
-         `cargo run --release -p train -- ablate --steps {}`. Each cell is *seen / held-out*.\n\n",
+        "Each variant: {} steps of {} images, peak learning rate {}, loss weights (when on) contrastive {} / caption {}, \
+         trained once with each of the seeds {seed_list}; `cargo run --release -p train -- ablate --steps {} --seeds {}`. \
+         Each cell is the mean over the seeds in %, and in brackets the lowest and the highest run.\n\n",
         c.steps,
         c.batch_size,
-        c.seed,
         c.lr,
         results
             .iter()
@@ -242,54 +294,48 @@ pub fn table(results: &[AblationResult]) -> String {
             .map(|r| r.config.caption_weight)
             .fold(0.0, f32::max),
         c.steps,
+        seeds.len(),
     );
-    md += "| variant | parameters | final loss | zero-shot exact | image→text R@1 | text→image R@1 | caption exact |\n";
+    md += "| variant | parameters | zero-shot exact, seen | zero-shot exact, held-out | image→text R@1, held-out | caption exact, seen | caption exact, held-out |\n";
     md += "| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n";
-    let pct = |v: f32| format!("{:.1}%", 100.0 * v);
-    for r in results {
-        let (s, h) = (&r.eval.seen, &r.eval.held_out);
-        let cell = |seen: f32, held: f32, trained: bool| {
-            let mark = if trained { "" } else { " †" };
-            format!("{} / {}{mark}", pct(seen), pct(held))
+    for variant in Variant::ALL {
+        let runs: Vec<&AblationResult> = results.iter().filter(|r| r.variant == variant).collect();
+        let Some(one) = runs.first() else {
+            continue;
         };
-        let emb = r.variant.trains_embeddings();
+        let cell = |f: fn(&AblationResult) -> f32, trained: bool| {
+            let values: Vec<f32> = runs.iter().map(|r| f(r)).collect();
+            let mark = if trained { "" } else { " †" };
+            format!("{}{mark}", spread(&values))
+        };
+        let (emb, cap) = (variant.trains_embeddings(), variant.trains_captions());
         md += &format!(
-            "| {} | {} | {:.3} | {} | {} | {} | {} |\n",
-            r.variant.describe(),
-            r.parameters,
-            r.final_loss,
-            cell(s.zero_shot.exact, h.zero_shot.exact, emb),
-            cell(s.image_to_text_r1, h.image_to_text_r1, emb),
-            cell(s.text_to_image_r1, h.text_to_image_r1, emb),
-            cell(
-                s.caption.exact,
-                h.caption.exact,
-                r.variant.trains_captions()
-            ),
+            "| {} | {} | {} | {} | {} | {} | {} |\n",
+            variant.describe(),
+            one.parameters,
+            cell(|r| r.eval.seen.zero_shot.exact, emb),
+            cell(|r| r.eval.held_out.zero_shot.exact, emb),
+            cell(|r| r.eval.held_out.image_to_text_r1, emb),
+            cell(|r| r.eval.seen.caption.exact, cap),
+            cell(|r| r.eval.held_out.caption.exact, cap),
         );
     }
-    let (classes, seen, held_out) = (
-        c.world.objects().len(),
-        c.world.training_objects().len(),
-        c.world.held_out_objects().len(),
-    );
+    let (classes, held_out) = (c.world.objects().len(), c.world.held_out_objects().len());
     let chance = |n: usize| format!("{:.1} %", 100.0 / n.max(1) as f32);
     md += &format!(
         "\n† The loss that trains this ability was off: the text tower and projections \
          (zero-shot, retrieval) or the decoder (captions) kept their random initial weights, \
          shrunk by weight decay. The figure is measured all the same and shows what an untrained \
          part gives: about chance, because with one tower untrained the similarities follow no \
-         pattern and the same few captions win for most images (chance is {} for zero-shot among \
-         {classes} captions, {} / {} for R@1 among {seen} seen or {held_out} held-out items), and an untrained \
-         decoder does not write a caption of the grammar.\n",
+         pattern (chance is {} for zero-shot among {classes} captions and {} for R@1 among \
+         {held_out} held-out items), and an untrained decoder does not write a caption of the \
+         grammar.\n",
         chance(classes),
-        chance(seen),
         chance(held_out),
     );
-    md += "\nThe final loss is the mean total loss (weighted sum of the losses that are on) over the last tenth of the steps, \
-           so it compares runs with the same losses only.\n";
     md
 }
+// ANCHOR_END: table
 
 #[cfg(test)]
 mod tests {
@@ -317,6 +363,12 @@ mod tests {
         for v in Variant::ALL {
             v.config(&base).validate().unwrap();
         }
+    }
+
+    #[test]
+    fn a_spread_is_the_mean_and_the_range_in_percent() {
+        assert_eq!(spread(&[0.5, 0.75, 1.0]), "75.0 (50.0–100.0)");
+        assert_eq!(spread(&[0.25]), "25.0");
     }
 
     #[test]

@@ -50,6 +50,10 @@ enum Command {
         /// Where to write the figures (default: <run>/figures).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Prefix of the image links in cross_attention/gallery.md (e.g.
+        /// generated/figures/ when a book chapter includes it).
+        #[arg(long, default_value = "../")]
+        link_base: String,
     },
     // the `use` commands: caption, classify, search, tokenize, ask, chat, dataset export
     #[command(flatten)]
@@ -59,13 +63,17 @@ enum Command {
     /// into one run folder, then evaluate it; `--resume` continues at any
     /// step of any stage.
     Vlm(VlmArgs),
-    /// Short runs of the same seed and steps: contrastive loss only,
-    /// captioning loss only, both (CNN), and both with the ViT; writes
-    /// <out>/ablations.md, <out>/ablations.json and <out>/runs/<variant>/.
+    /// Runs of the same seeds and steps: contrastive loss only, captioning
+    /// loss only, both (CNN), and both with the ViT, each once per seed;
+    /// writes <out>/ablations.md, <out>/ablations.json and
+    /// <out>/runs/<variant>/seed-<seed>/.
     Ablate {
-        /// Optimiser steps of each variant.
-        #[arg(long, default_value_t = 400)]
-        steps: usize,
+        /// Optimiser steps of each run (default: the default run's).
+        #[arg(long)]
+        steps: Option<usize>,
+        /// Seeds per variant: 0, 1, … (each a full run).
+        #[arg(long, default_value_t = train::ablate::SEEDS.len())]
+        seeds: usize,
         /// Folder of the ablation.
         #[arg(long, default_value = "runs/ablate")]
         out: PathBuf,
@@ -411,13 +419,24 @@ fn main() -> ExitCode {
             })
             .map_err(Into::into),
         Some(Command::Vlm(args)) => train_vlm(args).map_err(Into::into),
-        Some(Command::Plot { run, out }) => train::plot::plot_run(run, out.as_deref())
+        Some(Command::Plot {
+            run,
+            out,
+            link_base,
+        }) => train::plot::plot_run_linked(run, out.as_deref(), link_base)
             .map(|report| report.to_string())
             .map_err(Into::into),
-        Some(Command::Ablate { steps, out }) => {
-            train::ablate::ablate(out, &train::ablate::base_config(*steps), Progress::Bar)
-                .map(|_| format!("wrote {}\n", out.join(train::ablate::TABLE_FILE).display()))
-                .map_err(Into::into)
+        Some(Command::Ablate { steps, seeds, out }) => {
+            let steps = steps.unwrap_or(RunConfig::default().steps);
+            let seeds: Vec<u64> = (0..*seeds as u64).collect();
+            train::ablate::ablate(
+                out,
+                &train::ablate::base_config(steps),
+                &seeds,
+                Progress::Bar,
+            )
+            .map(|_| format!("wrote {}\n", out.join(train::ablate::TABLE_FILE).display()))
+            .map_err(Into::into)
         }
         Some(Command::Failures {
             run,

@@ -30,12 +30,20 @@ fn tmp(name: &str) -> PathBuf {
 #[test]
 fn ablate_runs_every_variant_and_writes_the_table() {
     let out = tmp("all");
-    let results = ablate::ablate(&out, &micro(), Progress::Quiet).unwrap();
-    let variants: Vec<Variant> = results.iter().map(|r| r.variant).collect();
-    assert_eq!(variants, Variant::ALL);
+    let results = ablate::ablate(&out, &micro(), &[0, 1], Progress::Quiet).unwrap();
+    let variants: Vec<(Variant, u64)> = results.iter().map(|r| (r.variant, r.seed)).collect();
+    let want: Vec<(Variant, u64)> = Variant::ALL
+        .iter()
+        .flat_map(|&v| [(v, 0), (v, 1)])
+        .collect();
+    assert_eq!(variants, want);
     for r in &results {
-        let dir = out.join(ablate::RUNS_DIR).join(r.variant.name());
+        let dir = out
+            .join(ablate::RUNS_DIR)
+            .join(r.variant.name())
+            .join(format!("seed-{}", r.seed));
         assert_eq!(r.run, dir);
+        assert_eq!(r.config.seed, r.seed);
         assert!(dir.join(run::METRICS_FILE).is_file(), "{}", dir.display());
         assert_eq!(r.eval.held_out.images, 60);
         assert!(r.final_loss.is_finite());
@@ -56,7 +64,10 @@ fn ablate_runs_every_variant_and_writes_the_table() {
         assert!(md.contains(&format!("| {} |", v.describe())), "{md}");
     }
     // the cells a switched-off loss cannot have trained are marked
-    assert_eq!(md.matches(" †").count(), 3 + 1, "{md}");
+    assert_eq!(md.matches(" †").count(), 3 + 2, "{md}");
+    assert!(md.contains("seeds 0, 1"), "{md}");
+    // two seeds give different runs of the same variant
+    assert_ne!(results[0].final_loss, results[1].final_loss);
     let json: Vec<AblationResult> =
         serde_json::from_str(&std::fs::read_to_string(out.join(ablate::JSON_FILE)).unwrap())
             .unwrap();
@@ -78,7 +89,7 @@ fn ablate_runs_every_variant_and_writes_the_table() {
     close(&json, &results);
 
     // a second call reuses the finished variants: same figures, same seconds
-    let again = ablate::ablate(&out, &micro(), Progress::Quiet).unwrap();
+    let again = ablate::ablate(&out, &micro(), &[0, 1], Progress::Quiet).unwrap();
     close(&again, &results);
 
     // the failure cases of one variant: an untrained decoder gets most wrong
@@ -106,14 +117,17 @@ fn ablate_runs_every_variant_and_writes_the_table() {
 #[test]
 fn a_folder_holding_another_run_is_an_error() {
     let out = tmp("other");
-    let dir = out.join(ablate::RUNS_DIR).join(Variant::Contrastive.name());
+    let dir = out
+        .join(ablate::RUNS_DIR)
+        .join(Variant::Contrastive.name())
+        .join("seed-0");
     let other = RunConfig {
         steps: 1,
         ..micro()
     };
     let mut state = run::start(&dir, &other).unwrap();
     run::train(&dir, &other, &mut state, 1, Progress::Quiet).unwrap();
-    let e = ablate::ablate(&out, &micro(), Progress::Quiet)
+    let e = ablate::ablate(&out, &micro(), &[0], Progress::Quiet)
         .unwrap_err()
         .to_string();
     assert!(
