@@ -4,15 +4,17 @@
 //! number of steps (by default the default run's, long enough to
 //! converge), which differ in one thing each:
 //!
-//! | variant | image tower | contrastive weight | caption weight |
-//! | --- | --- | ---: | ---: |
-//! | `contrastive` | CNN | on | 0 |
-//! | `caption` | CNN | 0 | on |
-//! | `both` | CNN | on | on |
-//! | `vit` | ViT | on | on |
+//! | variant | image tower | contrastive weight | caption weight | steps |
+//! | --- | --- | ---: | ---: | ---: |
+//! | `contrastive` | CNN | on | 0 | base |
+//! | `caption` | CNN | 0 | on | base |
+//! | `caption-long` | CNN | 0 | on | twice the base |
+//! | `both` | CNN | on | on | base |
+//! | `vit` | ViT | on | on | base |
 //!
-//! The first three compare the losses; `both` against `vit` compares the
-//! towers. Every variant is trained once per seed (3 by default): one run
+//! The first three compare the losses; `caption-long` asks whether the
+//! captioning loss alone gets where both losses get, given more time; `both`
+//! against `vit` compares the towers. Every variant is trained once per seed (3 by default): one run
 //! says little when the seeds alone move a figure by a few points, so the
 //! table reports each figure's mean over the seeds and its range. Each run
 //! is an ordinary run folder `<out>/runs/<variant>/seed-<seed>/` made by
@@ -43,6 +45,9 @@ pub enum Variant {
     Contrastive,
     /// Captioning loss only (CNN).
     Caption,
+    /// Captioning loss only (CNN), twice as many steps.
+    #[serde(rename = "caption-long")]
+    CaptionLong,
     /// Both losses (CNN): the default recipe.
     Both,
     /// Both losses with the ViT image tower.
@@ -51,9 +56,10 @@ pub enum Variant {
 
 impl Variant {
     /// Every variant, in table order.
-    pub const ALL: [Variant; 4] = [
+    pub const ALL: [Variant; 5] = [
         Variant::Contrastive,
         Variant::Caption,
+        Variant::CaptionLong,
         Variant::Both,
         Variant::Vit,
     ];
@@ -63,6 +69,7 @@ impl Variant {
         match self {
             Variant::Contrastive => "contrastive",
             Variant::Caption => "caption",
+            Variant::CaptionLong => "caption-long",
             Variant::Both => "both",
             Variant::Vit => "vit",
         }
@@ -73,6 +80,7 @@ impl Variant {
         match self {
             Variant::Contrastive => "CNN, contrastive loss only",
             Variant::Caption => "CNN, captioning loss only",
+            Variant::CaptionLong => "CNN, captioning loss only, twice the steps",
             Variant::Both => "CNN, both losses",
             Variant::Vit => "ViT, both losses",
         }
@@ -83,16 +91,18 @@ impl Variant {
     /// loss weights are the "on" values; its encoder is replaced.
     pub fn config(self, base: &RunConfig) -> RunConfig {
         let (contrastive, caption) = (base.contrastive_weight, base.caption_weight);
-        let (encoder, contrastive_weight, caption_weight) = match self {
-            Variant::Contrastive => (Encoder::Cnn, contrastive, 0.0),
-            Variant::Caption => (Encoder::Cnn, 0.0, caption),
-            Variant::Both => (Encoder::Cnn, contrastive, caption),
-            Variant::Vit => (Encoder::Vit, contrastive, caption),
+        let (encoder, contrastive_weight, caption_weight, steps) = match self {
+            Variant::Contrastive => (Encoder::Cnn, contrastive, 0.0, base.steps),
+            Variant::Caption => (Encoder::Cnn, 0.0, caption, base.steps),
+            Variant::CaptionLong => (Encoder::Cnn, 0.0, caption, 2 * base.steps),
+            Variant::Both => (Encoder::Cnn, contrastive, caption, base.steps),
+            Variant::Vit => (Encoder::Vit, contrastive, caption, base.steps),
         };
         RunConfig {
             encoder,
             contrastive_weight,
             caption_weight,
+            steps,
             ..base.clone()
         }
     }
@@ -101,7 +111,7 @@ impl Variant {
     /// Whether the contrastive loss trained the towers' shared space
     /// (zero-shot and retrieval).
     pub fn trains_embeddings(self) -> bool {
-        self != Variant::Caption
+        !matches!(self, Variant::Caption | Variant::CaptionLong)
     }
 
     /// Whether the captioning loss trained the decoder.
@@ -279,10 +289,9 @@ pub fn table(results: &[AblationResult]) -> String {
         .collect::<Vec<_>>()
         .join(", ");
     let mut md = format!(
-        "Each variant: {} steps of {} images, peak learning rate {}, loss weights (when on) contrastive {} / caption {}, \
+        "Each variant: batches of {} images, peak learning rate {}, loss weights (when on) contrastive {} / caption {}, \
          trained once with each of the seeds {seed_list}; `cargo run --release -p train -- ablate --steps {} --seeds {}`. \
          Each cell is the mean over the seeds in %, and in brackets the lowest and the highest run.\n\n",
-        c.steps,
         c.batch_size,
         c.lr,
         results
@@ -293,11 +302,16 @@ pub fn table(results: &[AblationResult]) -> String {
             .iter()
             .map(|r| r.config.caption_weight)
             .fold(0.0, f32::max),
-        c.steps,
+        results
+            .iter()
+            .filter(|r| r.variant != Variant::CaptionLong)
+            .map(|r| r.config.steps)
+            .max()
+            .unwrap_or(c.steps),
         seeds.len(),
     );
-    md += "| variant | parameters | zero-shot exact, seen | zero-shot exact, held-out | image→text R@1, held-out | caption exact, seen | caption exact, held-out |\n";
-    md += "| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n";
+    md += "| variant | steps | parameters | zero-shot exact, seen | zero-shot exact, held-out | image→text R@1, held-out | caption exact, seen | caption exact, held-out |\n";
+    md += "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n";
     for variant in Variant::ALL {
         let runs: Vec<&AblationResult> = results.iter().filter(|r| r.variant == variant).collect();
         let Some(one) = runs.first() else {
@@ -310,8 +324,9 @@ pub fn table(results: &[AblationResult]) -> String {
         };
         let (emb, cap) = (variant.trains_embeddings(), variant.trains_captions());
         md += &format!(
-            "| {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
             variant.describe(),
+            one.config.steps,
             one.parameters,
             cell(|r| r.eval.seen.zero_shot.exact, emb),
             cell(|r| r.eval.held_out.zero_shot.exact, emb),
@@ -360,6 +375,16 @@ mod tests {
         assert_eq!((c.contrastive_weight, c.caption_weight), (1.0, 0.0));
         let c = Variant::Caption.config(&base);
         assert_eq!((c.contrastive_weight, c.caption_weight), (0.0, 2.0));
+        let long = Variant::CaptionLong.config(&base);
+        assert_eq!(
+            RunConfig {
+                steps: base.steps,
+                ..long
+            },
+            c,
+            "caption-long differs from caption in its steps only"
+        );
+        assert_eq!(long.steps, 2 * base.steps);
         for v in Variant::ALL {
             v.config(&base).validate().unwrap();
         }
