@@ -132,6 +132,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     f.add("small_held_out_pairs", small.held_out().len());
     f.add("validation_every", VALIDATION_EVERY);
     f.add("own_eval_train", train::commands::own::MAX_EVAL_TRAIN);
+    f.add("max_caption_tokens", run.max_caption_tokens);
 
     // ---- the model (model::ModelConfig::tiny with the run's tokenizer)
     f.add("vocab", model.vocab);

@@ -335,6 +335,30 @@ pub fn table(results: &[AblationResult]) -> String {
             cell(|r| r.eval.held_out.caption.exact, cap),
         );
     }
+    md += "\nThe greedy captions attribute by attribute (seen combinations; a caption counts for an \
+           attribute when it names that attribute right):\n\n\
+           | variant | steps | shape | colour | size | position |\n\
+           | --- | ---: | ---: | ---: | ---: | ---: |\n";
+    for variant in Variant::ALL {
+        let runs: Vec<&AblationResult> = results.iter().filter(|r| r.variant == variant).collect();
+        let Some(one) = runs.first() else {
+            continue;
+        };
+        let cap = variant.trains_captions();
+        let cell = |f: fn(&AblationResult) -> f32| {
+            let values: Vec<f32> = runs.iter().map(|r| f(r)).collect();
+            format!("{}{}", spread(&values), if cap { "" } else { " †" })
+        };
+        md += &format!(
+            "| {} | {} | {} | {} | {} | {} |\n",
+            variant.describe(),
+            one.config.steps,
+            cell(|r| r.eval.seen.caption.shape),
+            cell(|r| r.eval.seen.caption.colour),
+            cell(|r| r.eval.seen.caption.size),
+            cell(|r| r.eval.seen.caption.position),
+        );
+    }
     let (classes, held_out) = (c.world.objects().len(), c.world.held_out_objects().len());
     let chance = |n: usize| format!("{:.1} %", 100.0 / n.max(1) as f32);
     md += &format!(

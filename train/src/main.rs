@@ -64,7 +64,8 @@ enum Command {
     /// step of any stage.
     Vlm(VlmArgs),
     /// Runs of the same seeds and steps: contrastive loss only, captioning
-    /// loss only, both (CNN), and both with the ViT, each once per seed;
+    /// loss only (and the same for twice the steps), both (CNN), and both
+    /// with the ViT, each once per seed;
     /// writes <out>/ablations.md, <out>/ablations.json and
     /// <out>/runs/<variant>/seed-<seed>/.
     Ablate {

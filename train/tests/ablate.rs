@@ -64,7 +64,10 @@ fn ablate_runs_every_variant_and_writes_the_table() {
         assert!(md.contains(&format!("| {} |", v.describe())), "{md}");
     }
     // the cells a switched-off loss cannot have trained are marked
-    assert_eq!(md.matches(" †").count(), 3 + 3 + 2, "{md}");
+    // (zero-shot and R@1 of both captioning-only variants, captions of the
+    // contrastive one; and its four attributes in the second table)
+    assert_eq!(md.matches(" †").count(), 3 + 3 + 2 + 4, "{md}");
+    assert!(md.contains("| shape | colour | size | position |"), "{md}");
     assert!(md.contains("seeds 0, 1"), "{md}");
     // two seeds give different runs of the same variant
     assert_ne!(results[0].final_loss, results[1].final_loss);
