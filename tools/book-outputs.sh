@@ -8,11 +8,14 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+cargo run --release -p train --example facts # the defaults and sizes the chapters quote
 cargo run --release -p tokenizer --example chapter
 cargo run --release -p embedding --example positions
 cargo run --release -p attention --example attention_figures
 cargo run --release -p vision --example vision_figures
+cargo run --release -p vision --example spectrogram
 cargo run --release -p model --example chapter
 cargo run --release -p model --example decoding
 cargo run --release -p model --example multimodal
-cargo run --release -p train --example using
+cargo run --release -p train --example using # the parts that need no trained model
+python3 tools/bench_ladder.py # from the committed benchmark tables

@@ -12,7 +12,10 @@ checks, after the page has loaded:
   a backslash command) is left in the text outside code, the KaTeX style
   sheet applies (a `.katex` element uses a KaTeX font) and no KaTeX font
   failed to load;
-- every <img> loads: `complete` and `naturalWidth > 0`.
+- every <img> loads: `complete` and `naturalWidth > 0`;
+- no code listing is wider than the page (its text would run past the
+  listing's right edge, behind a scroll bar): every `<pre>` in <main> has
+  `scrollWidth <= clientWidth`, at a window 1280 pixels wide.
 
 How: each chapter's HTML is copied beside itself with a small script added
 that waits for the `load` event, collects these facts as JSON into a
@@ -44,7 +47,7 @@ PROBE = """
 window.addEventListener('load', function () {
   var r = {title: document.title, h1: '', katex: 0, katexErrors: 0,
            rawDisplay: false, rawInline: [], katexFont: '', fontsLoaded: 0,
-           fontsFailed: [], images: []};
+           fontsFailed: [], images: [], wideListings: []};
   var main = document.querySelector('main');
   if (main) {
     var h = main.querySelector('h1, h2');
@@ -59,6 +62,13 @@ window.addEventListener('load', function () {
     r.rawInline = (t.match(/\\$[^$\\n]{0,80}?\\\\[a-zA-Z]+[^$\\n]{0,80}?\\$/g) || []).slice(0, 3);
     var k = main.querySelector('.katex');
     if (k) { r.katexFont = getComputedStyle(k).fontFamily; }
+    main.querySelectorAll('pre, pre > code').forEach(function (p) {
+      if (p.scrollWidth > p.clientWidth + 1) {
+        var longest = p.textContent.split('\\n').reduce(function (a, b) {
+          return b.length > a.length ? b : a; }, '');
+        r.wideListings.push(longest.trim().slice(0, 60));
+      }
+    });
   }
   document.fonts.forEach(function (f) {
     if (f.family.replace(/["']/g, '').indexOf('KaTeX') === 0) {
@@ -107,6 +117,7 @@ def probe(chromium, page, budget_ms, timeout, profile):
         "--no-first-run",
         "--allow-file-access-from-files",
         "--user-data-dir=" + profile,
+        "--window-size=1280,900",
         "--virtual-time-budget=%d" % budget_ms,
         "--dump-dom",
         "file://" + os.path.abspath(page),
@@ -146,6 +157,8 @@ def check_chapter(facts, expects_math):
         problems.append("raw inline TeX left in the text: %s" % raw)
     for font in facts["fontsFailed"]:
         problems.append("KaTeX font failed to load: %s" % font)
+    for line in facts["wideListings"]:
+        problems.append("a code listing is wider than the page (longest line: %s...)" % line)
     # the theme shows each figure twice (inline and zoomed): report a file once
     for src in dict.fromkeys(i["src"] for i in facts["images"] if not i["ok"]):
         problems.append("image does not load: %s" % src)

@@ -1,19 +1,26 @@
 #!/usr/bin/env bash
 # Regenerates the book's figures and tables that come from a trained model:
 # the default run's results, the same recipe in the small world, the failure
-# cases, the ablation table and the plots. Unlike tools/book-outputs.sh (deterministic, run by CI) this trains
-# for minutes, so CI never runs it; run it from a fresh clone before
-# publishing the book, then commit book/src/generated/.
+# cases, the ablation table, the plots of the model's insides and the
+# outputs of the chapter "Using the trained model". Unlike
+# tools/book-outputs.sh (deterministic, run by CI) this trains, so CI never
+# runs it; run it from a fresh clone before publishing the book, then commit
+# book/src/generated/.
 #
-#   tools/regenerate-figures.sh            # about 6 min on a quiet 2-core machine
-#   ABLATION_STEPS=1000 tools/regenerate-figures.sh
+#   tools/regenerate-figures.sh
+#   ABLATION_STEPS=1000 ABLATION_SEEDS=2 tools/regenerate-figures.sh   # shorter ablations
+#
+# On a quiet 2-core machine the default run takes under two minutes; the
+# ablations, 4 recipes × 3 seeds of the default run's length, take most of
+# the time (about twelve default runs).
 #
 # A finished run is reused, not retrained: delete runs/default,
 # runs/small-world or runs/ablate to train them again.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-ABLATION_STEPS="${ABLATION_STEPS:-400}"
+ABLATION_STEPS="${ABLATION_STEPS:-2000}"
+ABLATION_SEEDS="${ABLATION_SEEDS:-3}"
 TRAIN_OUT=book/src/generated/train
 
 # 1. The default run (runs/default): the model the book describes.
@@ -31,7 +38,7 @@ else
     cargo run --release -p train -- --name small-world --shapes 4 --colours 5
 fi
 
-# 2. Its results table, loss curve and sample captions, and the two worlds
+# 2. Its results table and sample captions, and the two worlds
 #    side by side.
 cargo run --release -p train --example publish_run -- runs/default runs/small-world
 
@@ -39,17 +46,23 @@ cargo run --release -p train --example publish_run -- runs/default runs/small-wo
 cargo run --release -p train -- failures runs/default \
     --out "$TRAIN_OUT" --link-base generated/train/ --max 12
 
-# 4. The ablations: contrastive only, caption only, both (CNN), both (ViT).
-cargo run --release -p train -- ablate --steps "$ABLATION_STEPS" --out runs/ablate
+# 4. The ablations: contrastive only, caption only, both (CNN), both (ViT),
+#    each with every seed.
+cargo run --release -p train -- ablate --steps "$ABLATION_STEPS" --seeds "$ABLATION_SEEDS" --out runs/ablate
 cp runs/ablate/ablations.md "$TRAIN_OUT/ablations.md"
 
 # 5. The pictures of the model's insides: loss parts, similarity matrices,
-#    embedding space, cross-attention maps from the default (CNN) run, and the
-#    ViT's attention from the ablation's ViT run.
-cargo run --release -p train -- plot runs/default --out book/src/generated/figures
-cargo run --release -p train -- plot runs/ablate/runs/vit --out target/vit-figures
+#    embedding space, cross-attention gallery, token neighbours and
+#    contextual vectors from the default (CNN) run, and the ViT's attention
+#    from the ablation's first ViT run.
+cargo run --release -p train -- plot runs/default --out book/src/generated/figures \
+    --link-base generated/figures/
+cargo run --release -p train -- plot runs/ablate/runs/vit/seed-0 --out target/vit-figures
 cp target/vit-figures/vit_cls_attention.png book/src/generated/figures/
 
-# 6. The book still builds with what was written.
+# 6. The chapter "Using the trained model": every command on the default run.
+cargo run --release -p train --example using -- runs/default
+
+# 7. The book still builds with what was written.
 python3 tools/check_book.py --book book
 echo "regenerated; review and commit book/src/generated/"
