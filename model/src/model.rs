@@ -108,6 +108,7 @@ struct SliceCache {
 }
 // ANCHOR_END: model_struct
 
+// ANCHOR: batch_slices
 /// The most slices [`Model::forward`] cuts a batch into. A constant, not the
 /// thread count: the slices fix the order of every sum over the batch, so the
 /// results do not depend on how many threads ran them. Four keep two cores
@@ -126,6 +127,7 @@ pub fn batch_slices(batch: usize) -> Vec<Range<usize>> {
     let n = BATCH_SLICES.min(batch).max(1);
     (0..n).map(|i| i * batch / n..(i + 1) * batch / n).collect()
 }
+// ANCHOR_END: batch_slices
 
 impl ModelConfig {
     /// A fresh model of this shape.

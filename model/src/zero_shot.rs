@@ -23,9 +23,11 @@ use tokenizer::Tokenizer;
 
 use crate::{Model, ModelConfig, SpecialTokens};
 
+// ANCHOR: templates
 /// The prompt templates of the book's examples: `{}` is replaced by the
 /// class name.
 pub const PROMPT_TEMPLATES: [&str; 3] = ["a {}", "a photo of a {}", "an image of a {}"];
+// ANCHOR_END: templates
 
 /// `template` with its `{}` replaced by `class` (appended after a space if
 /// the template has no `{}`).

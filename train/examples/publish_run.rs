@@ -1,7 +1,7 @@
 //! Copies the results of a finished run into the book:
 //! `cargo run --release -p train --example publish_run [runs/default [runs/small-world]]`
-//! writes `book/src/generated/train/{results.md, loss.svg, samples.md}` from
-//! the run's `metrics.json`, `loss.svg` and `samples.md`, so the chapter
+//! writes `book/src/generated/train/{results.md, samples.md}` from the
+//! run's `metrics.json` and `samples.md`, so the chapter
 //! shows the figures the run measured, not typed-in numbers. Given a second
 //! run (the same recipe in a smaller world), it also writes `worlds.md`,
 //! the two runs side by side.
@@ -9,7 +9,7 @@
 //! It needs a finished run, so it is not part of `tools/book-outputs.sh`.
 
 use std::path::{Path, PathBuf};
-use train::run::{LOSS_PLOT_FILE, METRICS_FILE, Metrics, SAMPLES_FILE};
+use train::run::{METRICS_FILE, Metrics, SAMPLES_FILE};
 
 fn read_metrics(run: &Path) -> Result<Metrics, Box<dyn std::error::Error>> {
     let path = run.join(METRICS_FILE);
@@ -106,7 +106,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     std::fs::write(out.join("results.md"), md)?;
-    std::fs::write(out.join("loss.svg"), read(LOSS_PLOT_FILE)?)?;
     std::fs::write(out.join("samples.md"), read(SAMPLES_FILE)?)?;
     if let Some(small) = small {
         let small_metrics = read_metrics(&small)?;

@@ -335,9 +335,11 @@ pub struct Preprocess {
     pub std: [f32; 3],
 }
 
+// ANCHOR: preprocess_presets
 impl Default for Preprocess {
-    /// 32×32, `mean = std = 0.5`: pixel values land in `[−1, 1]`, centred,
-    /// which is all a toy model trained from scratch needs.
+    /// 32×32, `mean = std = 0.5`: pixel values land in `[−1, 1]`, centred.
+    /// (The model the `train` crate trains keeps its pixels in `[0, 1]`
+    /// instead, with mean 0 and std 1: `train::data::folder::preprocess`.)
     fn default() -> Self {
         Preprocess {
             height: 32,
@@ -358,6 +360,7 @@ impl Preprocess {
             std: [0.229, 0.224, 0.225],
         }
     }
+    // ANCHOR_END: preprocess_presets
 
     // ANCHOR: to_tensor
     /// Resizes (if needed) and normalises an RGB image.
