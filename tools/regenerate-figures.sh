@@ -11,8 +11,11 @@
 #   ABLATION_STEPS=1000 ABLATION_SEEDS=2 tools/regenerate-figures.sh   # shorter ablations
 #
 # On a quiet 2-core machine the default run takes under two minutes; the
-# ablations, 4 recipes × 3 seeds of the default run's length, take most of
-# the time (about twelve default runs).
+# ablations, 5 variants × 3 seeds of the default run's length (one variant
+# twice as long, the ViT's steps slower), take most of the time: about as
+# long as twenty default runs. An interrupted ablation starts again where
+# it stopped: its finished runs are reused; delete the folder of the run
+# that was cut short (runs/ablate/runs/<variant>/seed-<s>) first.
 #
 # A finished run is reused, not retrained: delete runs/default,
 # runs/small-world or runs/ablate to train them again.
@@ -46,10 +49,11 @@ cargo run --release -p train --example publish_run -- runs/default runs/small-wo
 cargo run --release -p train -- failures runs/default \
     --out "$TRAIN_OUT" --link-base generated/train/ --max 12
 
-# 4. The ablations: contrastive only, caption only, both (CNN), both (ViT),
-#    each with every seed.
+# 4. The ablations: contrastive only, caption only (and twice as long),
+#    both (CNN), both (ViT), each with every seed; the tables, and their
+#    figures one by one for the sentences that quote them.
 cargo run --release -p train -- ablate --steps "$ABLATION_STEPS" --seeds "$ABLATION_SEEDS" --out runs/ablate
-cp runs/ablate/ablations.md "$TRAIN_OUT/ablations.md"
+cp runs/ablate/ablations.md runs/ablate/ablations.txt "$TRAIN_OUT/"
 
 # 5. The pictures of the model's insides: loss parts, similarity matrices,
 #    embedding space, cross-attention gallery, token neighbours and

@@ -26,7 +26,7 @@
 //! decay), so its figures show what chance looks like, and the table marks
 //! them.
 
-use crate::eval::EvalReport;
+use crate::eval::{Attributes, EvalReport, SplitMetrics};
 use crate::run::{self, Encoder, Metrics, Progress, RunConfig, RunError};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -34,6 +34,9 @@ use std::path::{Path, PathBuf};
 /// The markdown table and the JSON file `ablate` writes into its folder.
 pub const TABLE_FILE: &str = "ablations.md";
 pub const JSON_FILE: &str = "ablations.json";
+/// The table's figures one by one, as mdBook anchors a chapter includes
+/// inside a sentence (see [`figures`]).
+pub const FIGURES_FILE: &str = "ablations.txt";
 /// The subfolder of the ablation folder holding the variants' runs.
 pub const RUNS_DIR: &str = "runs";
 
@@ -189,7 +192,7 @@ fn run_variant(dir: &Path, config: &RunConfig, progress: Progress) -> Result<Met
 // ANCHOR: ablate
 /// Runs every [`Variant`] of `base` once per seed, under
 /// `out/runs/<variant>/seed-<seed>/`, and writes `out/ablations.md` and
-/// `out/ablations.json`.
+/// `out/ablations.json`, and the figures one by one in `out/ablations.txt`.
 ///
 /// # Errors
 /// A bad base config, no seeds, a file that cannot be written, a folder
@@ -246,6 +249,7 @@ pub fn ablate(
         model::write_atomic(&path, text.as_bytes()).map_err(|source| RunError::Io { path, source })
     };
     write(TABLE_FILE, &table(&results))?;
+    write(FIGURES_FILE, &figures(&results))?;
     let json = serde_json::to_string_pretty(&results).map_err(|source| RunError::Json {
         path: out.join(JSON_FILE),
         source,
@@ -255,8 +259,8 @@ pub fn ablate(
 }
 // ANCHOR_END: ablate
 
-/// `mean (min–max)` of `values` as percentages, or just the value for one.
-fn spread(values: &[f32]) -> String {
+/// The mean, the lowest and the highest of `values`, in percent.
+fn mean_range(values: &[f32]) -> (f32, f32, f32) {
     let n = values.len().max(1) as f32;
     let mean = values.iter().sum::<f32>() / n;
     let (lo, hi) = values
@@ -264,11 +268,70 @@ fn spread(values: &[f32]) -> String {
         .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
             (lo.min(v), hi.max(v))
         });
+    (100.0 * mean, 100.0 * lo, 100.0 * hi)
+}
+
+/// `mean (min–max)` of `values` as percentages, or just the value for one.
+fn spread(values: &[f32]) -> String {
+    let (mean, lo, hi) = mean_range(values);
     if values.len() < 2 {
-        format!("{:.1}", 100.0 * mean)
+        format!("{mean:.1}")
     } else {
-        format!("{:.1} ({:.1}–{:.1})", 100.0 * mean, 100.0 * lo, 100.0 * hi)
+        format!("{mean:.1} ({lo:.1}–{hi:.1})")
     }
+}
+
+/// `mean % (min–max)` of `values` as percentages, to stand in a sentence.
+fn spread_inline(values: &[f32]) -> String {
+    let (mean, lo, hi) = mean_range(values);
+    if values.len() < 2 {
+        format!("{mean:.1} %")
+    } else {
+        format!("{mean:.1} % ({lo:.1}–{hi:.1})")
+    }
+}
+
+/// The figures of the tables, one mdBook anchor each, named
+/// `<variant>_<figure>` (`caption_long_position`, `vit_zero_shot_held_out`),
+/// each `mean % (lowest–highest)` over the seeds, so that a chapter can
+/// quote a figure in a sentence by including it rather than typing it.
+pub fn figures(results: &[AblationResult]) -> String {
+    type Figure = (&'static str, fn(&AblationResult) -> f32);
+    const FIGURES: [Figure; 13] = [
+        ("zero_shot_seen", |r| r.eval.seen.zero_shot.exact),
+        ("zero_shot_held_out", |r| r.eval.held_out.zero_shot.exact),
+        ("r1_held_out", |r| r.eval.held_out.image_to_text_r1),
+        ("caption_seen", |r| r.eval.seen.caption.exact),
+        ("caption_held_out", |r| r.eval.held_out.caption.exact),
+        ("shape", |r| r.eval.seen.caption.shape),
+        ("colour", |r| r.eval.seen.caption.colour),
+        ("size", |r| r.eval.seen.caption.size),
+        ("position", |r| r.eval.seen.caption.position),
+        ("held_out_shape", |r| r.eval.held_out.caption.shape),
+        ("held_out_colour", |r| r.eval.held_out.caption.colour),
+        ("held_out_size", |r| r.eval.held_out.caption.size),
+        ("held_out_position", |r| r.eval.held_out.caption.position),
+    ];
+    let mut text = String::from(
+        "The figures of ablations.md one by one (mean over the seeds in %, and in brackets \
+         the lowest and the highest run), one anchor each, included inline by the chapters. \
+         Written by `train ablate`; do not edit by hand.\n",
+    );
+    for variant in Variant::ALL {
+        let runs: Vec<&AblationResult> = results.iter().filter(|r| r.variant == variant).collect();
+        if runs.is_empty() {
+            continue;
+        }
+        for (figure, f) in FIGURES {
+            let values: Vec<f32> = runs.iter().map(|r| f(r)).collect();
+            let name = format!("{}_{figure}", variant.name().replace('-', "_"));
+            text += &format!(
+                "ANCHOR: {name}\n{}\nANCHOR_END: {name}\n",
+                spread_inline(&values)
+            );
+        }
+    }
+    text
 }
 
 // ANCHOR: table
@@ -335,29 +398,47 @@ pub fn table(results: &[AblationResult]) -> String {
             cell(|r| r.eval.held_out.caption.exact, cap),
         );
     }
-    md += "\nThe greedy captions attribute by attribute (seen combinations; a caption counts for an \
-           attribute when it names that attribute right):\n\n\
-           | variant | steps | shape | colour | size | position |\n\
-           | --- | ---: | ---: | ---: | ---: | ---: |\n";
-    for variant in Variant::ALL {
-        let runs: Vec<&AblationResult> = results.iter().filter(|r| r.variant == variant).collect();
-        let Some(one) = runs.first() else {
-            continue;
+    type Split = fn(&AblationResult) -> &SplitMetrics;
+    let splits: [(&str, Split); 2] = [
+        ("seen combinations", |r| &r.eval.seen),
+        ("held-out combinations", |r| &r.eval.held_out),
+    ];
+    for (i, (split, of)) in splits.into_iter().enumerate() {
+        md += &if i == 0 {
+            format!(
+                "\nThe greedy captions attribute by attribute, {split} (a caption counts for \
+                 an attribute when it names that attribute right):\n\n"
+            )
+        } else {
+            format!("\nThe same, {split}:\n\n")
         };
-        let cap = variant.trains_captions();
-        let cell = |f: fn(&AblationResult) -> f32| {
-            let values: Vec<f32> = runs.iter().map(|r| f(r)).collect();
-            format!("{}{}", spread(&values), if cap { "" } else { " †" })
-        };
-        md += &format!(
-            "| {} | {} | {} | {} | {} | {} |\n",
-            variant.describe(),
-            one.config.steps,
-            cell(|r| r.eval.seen.caption.shape),
-            cell(|r| r.eval.seen.caption.colour),
-            cell(|r| r.eval.seen.caption.size),
-            cell(|r| r.eval.seen.caption.position),
-        );
+        md += "| variant | steps | shape | colour | size | position |\n\
+               | --- | ---: | ---: | ---: | ---: | ---: |\n";
+        for variant in Variant::ALL {
+            let runs: Vec<&AblationResult> =
+                results.iter().filter(|r| r.variant == variant).collect();
+            let Some(one) = runs.first() else {
+                continue;
+            };
+            let mark = if variant.trains_captions() {
+                ""
+            } else {
+                " †"
+            };
+            let cell = |f: fn(&Attributes) -> f32| {
+                let values: Vec<f32> = runs.iter().map(|r| f(&of(r).caption)).collect();
+                format!("{}{mark}", spread(&values))
+            };
+            md += &format!(
+                "| {} | {} | {} | {} | {} | {} |\n",
+                variant.describe(),
+                one.config.steps,
+                cell(|c| c.shape),
+                cell(|c| c.colour),
+                cell(|c| c.size),
+                cell(|c| c.position),
+            );
+        }
     }
     let (classes, held_out) = (c.world.objects().len(), c.world.held_out_objects().len());
     let chance = |n: usize| format!("{:.1} %", 100.0 / n.max(1) as f32);
@@ -418,6 +499,12 @@ mod tests {
     fn a_spread_is_the_mean_and_the_range_in_percent() {
         assert_eq!(spread(&[0.5, 0.75, 1.0]), "75.0 (50.0–100.0)");
         assert_eq!(spread(&[0.25]), "25.0");
+    }
+
+    #[test]
+    fn an_inline_spread_carries_its_unit() {
+        assert_eq!(spread_inline(&[0.5, 0.75, 1.0]), "75.0 % (50.0–100.0)");
+        assert_eq!(spread_inline(&[0.25]), "25.0 %");
     }
 
     #[test]

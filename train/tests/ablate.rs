@@ -65,10 +65,31 @@ fn ablate_runs_every_variant_and_writes_the_table() {
     }
     // the cells a switched-off loss cannot have trained are marked
     // (zero-shot and R@1 of both captioning-only variants, captions of the
-    // contrastive one; and its four attributes in the second table)
-    assert_eq!(md.matches(" †").count(), 3 + 3 + 2 + 4, "{md}");
+    // contrastive one; and its four attributes in each attribute table)
+    assert_eq!(md.matches(" †").count(), 3 + 3 + 2 + 4 + 4, "{md}");
+    assert!(md.contains("The same, held-out combinations"), "{md}");
     assert!(md.contains("| shape | colour | size | position |"), "{md}");
     assert!(md.contains("seeds 0, 1"), "{md}");
+    // the same figures one by one, as anchors a chapter includes in a sentence
+    let txt = std::fs::read_to_string(out.join(ablate::FIGURES_FILE)).unwrap();
+    assert_eq!(
+        txt.matches("ANCHOR: ").count(),
+        13 * Variant::ALL.len(),
+        "{txt}"
+    );
+    let both: Vec<f32> = results
+        .iter()
+        .filter(|r| r.variant == Variant::Both)
+        .map(|r| r.eval.seen.zero_shot.exact)
+        .collect();
+    let (lo, hi) = (100.0 * both[0].min(both[1]), 100.0 * both[0].max(both[1]));
+    let want = format!(
+        "ANCHOR: both_zero_shot_seen\n{:.1} % ({lo:.1}–{hi:.1})\nANCHOR_END: both_zero_shot_seen\n",
+        100.0 * ((both[0] + both[1]) / 2.0)
+    );
+    assert!(txt.contains(&want), "{want}\n{txt}");
+    assert!(txt.contains("ANCHOR: caption_long_position\n"), "{txt}");
+    assert!(txt.contains("ANCHOR: vit_held_out_shape\n"), "{txt}");
     // two seeds give different runs of the same variant
     assert_ne!(results[0].final_loss, results[1].final_loss);
     let json: Vec<AblationResult> =
