@@ -10,6 +10,10 @@
 //! `book/src/generated/tokenizer/`:
 //! - `worked_example.md`: the three merges of `aaabdaaabac`, step by step;
 //! - `split_example.md`: a sentence cut by the GPT-4 pre-tokeniser;
+//! - `split_hard.md`: words of several scripts, cut as GPT-4 cuts them;
+//! - `split_agreement.md`: our pieces against the cl100k regex's on the
+//!   multilingual sample, section by section (the regex's pieces come from
+//!   the fixture `tools/tokenizer_compare.py fixture` writes);
 //! - `first_merges.md` and `later_merges.md`: merges learned on the corpus;
 //! - `same_merges.md`: the reference and the fast trainer, compared;
 //! - `bytes_per_token.md` and `bytes_per_token.svg`: compression on held-out
@@ -21,9 +25,10 @@ use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use tokenizer::testing::MULTILINGUAL;
 use tokenizer::{
-    AllowedSpecial, BOS, Bpe, EOS, IMAGE, PAD, Split, Tokenizer, WordCounts, merge, render_token,
-    split, train_fast, train_reference,
+    AllowedSpecial, BOS, Bpe, EOS, IMAGE, PAD, Split, Tokenizer, UNICODE_VERSION, WordCounts,
+    merge, render_token, split, train_fast, train_reference,
 };
 
 const VOCAB_SIZES: [usize; 6] = [256, 512, 1024, 2048, 4096, 8192];
@@ -55,6 +60,8 @@ fn main() -> Result<(), Box<dyn Error>> {
 
     write(&out_dir.join("worked_example.md"), &worked_example()?)?;
     write(&out_dir.join("split_example.md"), &split_example())?;
+    write(&out_dir.join("split_hard.md"), &split_hard())?;
+    write(&out_dir.join("split_agreement.md"), &split_agreement())?;
 
     // one training run to the largest size: smaller vocabularies are prefixes
     let words = WordCounts::from_texts(train_lines, Split::Gpt4);
@@ -152,20 +159,20 @@ fn worked_example() -> Result<String, Box<dyn Error>> {
 
 /// A sentence cut into pieces, one row per piece with the rule that made it.
 fn split_example() -> String {
-    let text = "We'll pay $1234.50 for   naïve café-style “quotes”!!\n\n  Done 🎉";
+    let text = "We'll pay $1234.50 for   naïve café-style “quotes”!!\n\n  Done\n\t🎉 ok  \n ";
     let mut md = String::from("| piece | rule |\n| --- | --- |\n");
     let mut rest = text;
     for piece in split(text) {
         rest = &rest[piece.len()..];
-        let rule = rule_of(piece, rest.chars().next());
+        let rule = rule_of(piece, rest);
         writeln!(md, "| {} | {rule} |", code(&render_token(piece.as_bytes()))).unwrap();
     }
     md
 }
 
-/// Which of the pre-tokeniser's rules made a piece, given the character
-/// after it (for the table).
-fn rule_of(piece: &str, after: Option<char>) -> &'static str {
+/// Which of the pre-tokeniser's rules made a piece, given the text after
+/// it (for the table; the sentence holds no marks or rare characters).
+fn rule_of(piece: &str, rest: &str) -> &'static str {
     let first = piece.chars().next().unwrap();
     let last = piece.chars().last().unwrap();
     if piece.starts_with('\'')
@@ -176,16 +183,94 @@ fn rule_of(piece: &str, after: Option<char>) -> &'static str {
     } else if last.is_alphabetic() {
         "2 word"
     } else if first.is_numeric() {
-        "3 digits"
+        "3 numbers"
     } else if !piece.chars().all(char::is_whitespace) {
         "4 punctuation"
+    } else if rest.is_empty() {
+        "5 whitespace at the end"
     } else if piece.contains(['\n', '\r']) {
-        "5 newlines"
-    } else if piece.chars().count() > 1 || after.is_some_and(char::is_whitespace) {
-        "6 spaces before a word"
+        "6 newlines"
+    } else if rest.starts_with(char::is_whitespace) || piece.chars().count() > 1 {
+        "7 spaces before a word"
     } else {
-        "7 lone whitespace"
+        "8 lone whitespace"
     }
+}
+
+/// Words of several scripts and what the split makes of them.
+fn split_hard() -> String {
+    let words = [
+        ("Hindi", "नमस्ते"),
+        ("Hebrew with vowel points", "שָׁלוֹם"),
+        ("Arabic with vowel marks", "مَرْحَبًا"),
+        ("Thai", "ภาษาไทย"),
+        ("Greek, decomposed", "Ελληνικα\u{301}"),
+        ("é precomposed / decomposed", "café cafe\u{301}"),
+        ("numbers", "x²+½ Ⅻ ٣٤٥٦"),
+        ("long s", "it'ſ"),
+        ("circled letter", "ⓘ info"),
+        ("emoji family (ZWJ)", "hi 👨\u{200d}👩\u{200d}👧"),
+    ];
+    let mut md = String::from("| text | pieces |\n| --- | --- |\n");
+    for (name, text) in words {
+        let pieces: Vec<String> = split(text).map(|p| code(&render_token(p.as_bytes()))).collect();
+        writeln!(md, "| {name}: {} | {} |", code(text), pieces.join(" ")).unwrap();
+    }
+    md
+}
+
+/// Our pieces against the regex's (from the fixture) on the multilingual
+/// sample: per section, how many of the regex's pieces we produce exactly.
+fn split_agreement() -> String {
+    let fixture = include_str!("../tests/data/multilingual.pieces");
+    let lengths: Vec<usize> = fixture
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .flat_map(|l| l.split_whitespace())
+        .map(|n| n.parse().expect("the fixture holds numbers"))
+        .collect();
+    let spans = |lengths: &mut dyn Iterator<Item = usize>| {
+        let mut pos = 0;
+        lengths
+            .map(|n| {
+                pos += n;
+                (pos - n, pos)
+            })
+            .collect::<Vec<_>>()
+    };
+    let theirs = spans(&mut lengths.iter().copied());
+    let ours: std::collections::HashSet<(usize, usize)> =
+        spans(&mut split(MULTILINGUAL).map(str::len)).into_iter().collect();
+    // sections start at lines "## name"
+    let mut starts: Vec<(usize, &str)> = Vec::new();
+    let mut pos = 0;
+    for line in MULTILINGUAL.split_inclusive('\n') {
+        if let Some(name) = line.strip_prefix("## ") {
+            starts.push((pos, name.trim_end()));
+        }
+        pos += line.len();
+    }
+    let mut md = String::from("| section | pieces | same as the regex |\n| --- | ---: | ---: |\n");
+    let (mut all, mut all_same) = (0, 0);
+    for (k, &(start, name)) in starts.iter().enumerate() {
+        let end = starts.get(k + 1).map_or(MULTILINGUAL.len(), |s| s.0);
+        let in_section: Vec<_> = theirs.iter().filter(|s| s.0 >= start && s.0 < end).collect();
+        let same = in_section.iter().filter(|s| ours.contains(s)).count();
+        writeln!(md, "| {name} | {} | {same} |", in_section.len()).unwrap();
+        all += in_section.len();
+        all_same += same;
+    }
+    writeln!(md, "| **all** | **{all}** | **{all_same}** |").unwrap();
+    let (major, minor, update) = UNICODE_VERSION;
+    writeln!(
+        md,
+        "\nThe sample is {} bytes (`tokenizer/tests/data/multilingual.txt`). Our classes come from \
+         Unicode {major}.{minor}.{update}; the regex's pieces from tiktoken 0.14's cl100k pattern \
+         run by Python's `regex` module (`tools/tokenizer_compare.py fixture`).",
+        MULTILINGUAL.len()
+    )
+    .unwrap();
+    md
 }
 
 /// Both trainers on the first 50 KB of the training lines.

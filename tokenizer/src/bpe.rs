@@ -11,18 +11,41 @@
 //! of the current IDs, merge the one whose merge was learned *earliest* (its
 //! rank; here simply the merged token's ID), taking the leftmost if it occurs
 //! more than once. This replays, inside one piece, exactly what training did.
+//!
+//! # Limits
+//! Every token's bytes are kept in memory, and a merges file only names
+//! pairs: 20,000 merges of "the previous token and `a`" describe tokens of
+//! up to 20,000 bytes, 200 MB in all, and 40 merges that each double the
+//! previous token describe a terabyte. So a vocabulary obeys two limits,
+//! checked by [`Bpe::push_merge`] (and so by every loader), and respected by
+//! both trainers, which never learn a pair that would break them:
+//! - a token holds at most [`MAX_TOKEN_BYTES`] bytes;
+//! - all tokens together hold at most [`MAX_VOCAB_BYTES`] bytes.
+//!
+//! The memory a vocabulary uses is then at most a few kilobytes per merge
+//! line of its file, and never more than a few hundred megabytes.
 
 use std::cmp::Reverse;
+use std::collections::hash_map::Entry;
 use std::collections::{BinaryHeap, HashMap};
 
 use crate::error::TokenizerError;
-use crate::hash::{FxHashMap, pack};
+use crate::hash::{FastHashMap, pack};
 
 /// Number of byte tokens: IDs `0..256` are the bytes themselves.
 pub const BYTE_TOKENS: usize = 256;
 
-/// Pieces longer than this many bytes are encoded with a heap (O(n log n))
-/// instead of the repeated scan (O(n²)); real words are far shorter.
+/// The longest token, in bytes: a line of 1024 dashes may be one token, not
+/// a longer one.
+pub const MAX_TOKEN_BYTES: usize = 1024;
+
+/// The most bytes the tokens of one vocabulary may hold together (64 MiB;
+/// 100,000 tokens of ten bytes hold 1 MB).
+pub const MAX_VOCAB_BYTES: usize = 64 << 20;
+
+/// Pieces longer than this many bytes are encoded in linear time with a
+/// linked list and a queue per rank, instead of the repeated scan (O(n²),
+/// but fastest for short pieces); real words are far shorter.
 const LONG_PIECE: usize = 64;
 
 /// The rank of a pair that never merges: larger than every real rank.
@@ -68,11 +91,13 @@ pub struct Bpe {
     /// `merges[i] = (left, right)` makes token `256 + i`.
     merges: Vec<(u32, u32)>,
     /// `pack(left, right)` → merged ID; the ID doubles as the merge's rank.
-    ranks: FxHashMap<u64, u32>,
+    ranks: FastHashMap<u64, u32>,
     /// ID → bytes, `[256 + merges.len()]`.
     vocab: Vec<Vec<u8>>,
     /// Bytes → ID (the first ID if two merges spell the same bytes).
-    ids: FxHashMap<Vec<u8>, u32>,
+    ids: FastHashMap<Vec<u8>, u32>,
+    /// Bytes held by all tokens together, at most [`MAX_VOCAB_BYTES`].
+    total_bytes: usize,
 }
 
 impl Default for Bpe {
@@ -88,9 +113,10 @@ impl Bpe {
         let ids = vocab.iter().cloned().zip(0u32..).collect();
         Bpe {
             merges: Vec::new(),
-            ranks: FxHashMap::default(),
+            ranks: FastHashMap::default(),
             vocab,
             ids,
+            total_bytes: BYTE_TOKENS,
         }
     }
 
@@ -111,28 +137,50 @@ impl Bpe {
     ///
     /// # Errors
     /// [`TokenizerError::InvalidMerge`] if `left` or `right` is not yet a
-    /// token, or the pair was already merged.
+    /// token, the pair was already merged, or the new token would break one
+    /// of the limits ([`MAX_TOKEN_BYTES`], [`MAX_VOCAB_BYTES`]).
     pub fn push_merge(&mut self, pair: (u32, u32)) -> Result<u32, TokenizerError> {
         let index = self.merges.len();
         let new_id = self.vocab.len() as u32;
-        let invalid = |reason| TokenizerError::InvalidMerge {
+        let invalid = |reason: String| TokenizerError::InvalidMerge {
             index,
             pair,
             reason,
         };
         if pair.0 >= new_id || pair.1 >= new_id {
-            return Err(invalid("uses a token that does not exist yet"));
+            return Err(invalid(format!(
+                "uses a token that does not exist yet (the tokens so far are 0..{new_id})"
+            )));
         }
         if self.ranks.contains_key(&pack(pair.0, pair.1)) {
-            return Err(invalid("repeats an earlier merge"));
+            return Err(invalid("repeats an earlier merge".into()));
         }
-        let mut bytes = self.vocab[pair.0 as usize].clone();
+        let len = self.merged_len(pair.0, pair.1);
+        if len > MAX_TOKEN_BYTES {
+            return Err(invalid(format!(
+                "makes a token of {len} bytes, more than the limit of {MAX_TOKEN_BYTES}"
+            )));
+        }
+        if self.total_bytes + len > MAX_VOCAB_BYTES {
+            return Err(invalid(format!(
+                "the tokens would hold more than {MAX_VOCAB_BYTES} bytes together, the limit"
+            )));
+        }
+        let mut bytes = Vec::with_capacity(len);
+        bytes.extend_from_slice(&self.vocab[pair.0 as usize]);
         bytes.extend_from_slice(&self.vocab[pair.1 as usize]);
         self.ids.entry(bytes.clone()).or_insert(new_id);
         self.vocab.push(bytes);
         self.ranks.insert(pack(pair.0, pair.1), new_id);
         self.merges.push(pair);
+        self.total_bytes += len;
         Ok(new_id)
+    }
+
+    /// The length in bytes of the token that merging `left` and `right`
+    /// would make (both must exist).
+    pub fn merged_len(&self, left: u32, right: u32) -> usize {
+        self.vocab[left as usize].len() + self.vocab[right as usize].len()
     }
 
     /// Keep only the first `n` merges: the vocabulary training would have
@@ -228,47 +276,132 @@ impl Bpe {
     }
     // ANCHOR_END: encode_piece
 
-    /// The same merges as [`Bpe::encode_piece`] in O(n log n) for long pieces
-    /// (a line of 10 000 dashes): a doubly linked list of the current tokens
-    /// and a min-heap of `(rank, position)` candidates. Entries made stale by
-    /// an earlier merge are skipped when popped ("lazy deletion").
+    // ANCHOR: encode_long_piece
+    /// The same merges as [`Bpe::encode_piece`], in time linear in the
+    /// length of the piece (a line of 10,000 dashes, a megabyte without a
+    /// space).
+    ///
+    /// The current tokens form a doubly linked list over the byte positions.
+    /// Every adjacent pair that can merge *waits* under its rank, as the
+    /// position of its left token. Ranks are processed in increasing order,
+    /// each once: merging a pair of rank `r` makes the token `r`, and any
+    /// pair that contains token `r` was learned after it, so it has a larger
+    /// rank. New pairs therefore never wait under a rank already done, and a
+    /// min-heap of the distinct waiting ranks (at most one entry per rank
+    /// the vocabulary has, however long the piece) gives the order.
+    ///
+    /// Within one rank the order matters only where occurrences overlap,
+    /// which needs `left == right`: in a run `x x x x x`, the leftmost-first
+    /// rule gives `(xx)(xx)x`. So a pair `(x, x)` walks back to the start of
+    /// its run and merges the whole run from the left; the run's other
+    /// entries then find their pair gone. Each position is visited a
+    /// constant number of times: linear time.
     fn encode_long_piece(&self, piece: &[u8], out: &mut Vec<u32>) {
-        const NONE: usize = usize::MAX;
-        let n = piece.len();
+        const NONE: u32 = u32::MAX; // no neighbour; also the ID of a merged-away token
+        if piece.is_empty() {
+            return;
+        }
+        if piece.len() >= NONE as usize {
+            // subtle: positions are u32, so a piece of 4 GiB or more is
+            // encoded in parts; no text of that size is one word
+            for part in piece.chunks(NONE as usize - 1) {
+                self.encode_long_piece(part, out);
+            }
+            return;
+        }
+        let n = piece.len() as u32;
         let mut ids: Vec<u32> = piece.iter().map(|&b| b as u32).collect(); // [n]
-        let mut alive = vec![true; n];
-        let mut next: Vec<usize> = (1..=n).map(|j| if j < n { j } else { NONE }).collect();
-        let mut prev: Vec<usize> = (0..n).map(|i| i.wrapping_sub(1)).collect(); // 0 → NONE
-        let mut heap = BinaryHeap::new(); // Reverse((rank, position of the left token))
+        let mut next: Vec<u32> = (1..=n).map(|j| if j < n { j } else { NONE }).collect();
+        let mut prev: Vec<u32> = (0..n).map(|i| i.wrapping_sub(1)).collect(); // 0 → NONE
+        let mut queue = RankQueue::default();
         for i in 0..n - 1 {
-            if let Some(id) = self.merged(ids[i], ids[i + 1]) {
-                heap.push(Reverse((id, i)));
+            if let Some(rank) = self.merged(ids[i as usize], ids[i as usize + 1]) {
+                queue.wait(rank, i);
             }
         }
-        while let Some(Reverse((id, i))) = heap.pop() {
-            let j = next[i];
-            // stale: the left token was merged away, or its pair changed
-            if !alive[i] || j == NONE || self.merged(ids[i], ids[j]) != Some(id) {
-                continue;
-            }
-            ids[i] = id;
-            alive[j] = false;
-            next[i] = next[j];
-            if next[j] != NONE {
-                prev[next[j]] = i;
-            }
-            if prev[i] != NONE
-                && let Some(left) = self.merged(ids[prev[i]], id)
-            {
-                heap.push(Reverse((left, prev[i])));
-            }
-            if next[i] != NONE
-                && let Some(right) = self.merged(id, ids[next[i]])
-            {
-                heap.push(Reverse((right, i)));
+        while let Some((rank, positions)) = queue.pop() {
+            let (left, right) = self.merges[rank as usize - BYTE_TOKENS];
+            for mut i in positions {
+                let at = |i: u32| i as usize;
+                // stale: merged away, or the pair here is no longer (left, right)
+                if ids[at(i)] != left || next[at(i)] == NONE || ids[at(next[at(i)])] != right {
+                    continue;
+                }
+                if left == right {
+                    while prev[at(i)] != NONE && ids[at(prev[at(i)])] == left {
+                        i = prev[at(i)]; // back to the start of the run
+                    }
+                }
+                loop {
+                    // merge i with the token after it
+                    let j = next[at(i)];
+                    ids[at(i)] = rank;
+                    ids[at(j)] = NONE;
+                    next[at(i)] = next[at(j)];
+                    if next[at(j)] != NONE {
+                        prev[at(next[at(j)])] = i;
+                    }
+                    // the two pairs that now contain the new token
+                    let p = prev[at(i)];
+                    if p != NONE
+                        && let Some(r) = self.merged(ids[at(p)], rank)
+                    {
+                        queue.wait(r, p);
+                    }
+                    let q = next[at(i)];
+                    if q != NONE
+                        && let Some(r) = self.merged(rank, ids[at(q)])
+                    {
+                        queue.wait(r, i);
+                    }
+                    // in a run of (x, x), go on with its next pair
+                    if left != right
+                        || q == NONE
+                        || ids[at(q)] != left
+                        || next[at(q)] == NONE
+                        || ids[at(next[at(q)])] != left
+                    {
+                        break;
+                    }
+                    i = q;
+                }
             }
         }
-        out.extend((0..n).filter(|&i| alive[i]).map(|i| ids[i]));
+        // position 0 always survives: merges keep their left position
+        let mut i = 0;
+        while i != NONE {
+            out.push(ids[i as usize]);
+            i = next[i as usize];
+        }
+    }
+    // ANCHOR_END: encode_long_piece
+}
+
+/// The pairs waiting to merge in a long piece, by rank: a min-heap of the
+/// distinct ranks, and for each the left positions where its pair formed.
+#[derive(Default)]
+struct RankQueue {
+    heap: BinaryHeap<Reverse<u32>>,
+    positions: FastHashMap<u32, Vec<u32>>,
+}
+
+impl RankQueue {
+    /// The pair at `position` merges at `rank`.
+    fn wait(&mut self, rank: u32, position: u32) {
+        match self.positions.entry(rank) {
+            Entry::Occupied(mut e) => e.get_mut().push(position),
+            Entry::Vacant(e) => {
+                e.insert(vec![position]);
+                self.heap.push(Reverse(rank));
+            }
+        }
+    }
+
+    /// The smallest waiting rank and its positions.
+    fn pop(&mut self) -> Option<(u32, Vec<u32>)> {
+        let Reverse(rank) = self.heap.pop()?;
+        let positions = self.positions.remove(&rank).unwrap_or_default(); // pushed together
+        Some((rank, positions))
     }
 }
 
@@ -347,11 +480,69 @@ mod tests {
         assert_eq!(out[25], 97);
     }
 
+    /// Encoding as the rule states it: merge every occurrence of the present
+    /// pair learned earliest (left to right), until no pair merges.
+    fn naive_encode(bpe: &Bpe, piece: &[u8]) -> Vec<u32> {
+        let mut ids: Vec<u32> = piece.iter().map(|&b| b as u32).collect();
+        loop {
+            let best = ids
+                .windows(2)
+                .filter_map(|w| bpe.merged(w[0], w[1]).map(|id| ((w[0], w[1]), id)))
+                .min_by_key(|&(_, id)| id);
+            let Some((pair, id)) = best else { break };
+            ids = merge(&ids, pair, id);
+        }
+        ids
+    }
+
+    #[test]
+    fn long_pieces_merge_runs_from_the_left() {
+        // "aa" = 256, "aaa" = 257 (aa + a), "aaaa" = 258 (aa + aa)
+        let bpe = Bpe::from_merges(&[(97, 97), (256, 97), (256, 256)]).unwrap();
+        let mut long = vec![];
+        bpe.encode_long_piece(&[b'a'; 65], &mut long);
+        // 32 aa and an a; the last aa takes the a; 31 aa pair up from the left
+        let mut want = vec![258; 15];
+        want.extend([256, 257]);
+        assert_eq!(long, want);
+        for n in [66, 67, 68, 200, 1001] {
+            let mut long = vec![];
+            bpe.encode_long_piece(&vec![b'a'; n], &mut long);
+            assert_eq!(long, naive_encode(&bpe, &vec![b'a'; n]), "{n} a's");
+        }
+    }
+
+    #[test]
+    fn limits_are_errors() {
+        // each merge doubles the token: 2, 4, ..., 1024 bytes, then 2048
+        let mut bpe = Bpe::new();
+        bpe.push_merge((97, 97)).unwrap();
+        for id in 256..265 {
+            bpe.push_merge((id, id)).unwrap();
+        }
+        assert_eq!(bpe.token_bytes(265).unwrap().len(), MAX_TOKEN_BYTES);
+        let e = bpe.push_merge((265, 265)).unwrap_err();
+        assert!(e.to_string().contains("2048 bytes"), "{e}");
+        assert_eq!(bpe.len(), 266);
+        // the previous token and a letter, over and over: stops at 1024 bytes
+        let mut bpe = Bpe::new();
+        let mut last = 97;
+        let e = loop {
+            match bpe.push_merge((last, 97)) {
+                Ok(id) => last = id,
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(bpe.len(), 256 + MAX_TOKEN_BYTES - 1, "{e}");
+        let e = bpe.push_merge((5, 300_000)).unwrap_err();
+        assert!(e.to_string().contains("does not exist yet"), "{e}");
+    }
+
     proptest! {
-        /// The heap version merges exactly like the scan version.
+        /// The linear version merges exactly like the scan version.
         #[test]
         fn long_and_short_encoders_agree(
-            piece in proptest::collection::vec(97u8..100, 0..60),
+            piece in proptest::collection::vec(prop_oneof![2 => 97u8..100, 1 => Just(97u8)], 0..=64),
             merges in proptest::collection::vec((0u32..8, 0u32..8), 0..20),
         ) {
             let mut bpe = Bpe::new();
@@ -364,12 +555,29 @@ mod tests {
             let mut short = vec![];
             bpe.encode_piece(&piece, &mut short);
             let mut long = vec![];
-            if !piece.is_empty() {
-                bpe.encode_long_piece(&piece, &mut long);
-            }
+            bpe.encode_long_piece(&piece, &mut long);
             prop_assert_eq!(&short, &long);
             let bytes: Vec<u8> = short.iter().flat_map(|&id| bpe.token_bytes(id).unwrap().to_vec()).collect();
             prop_assert_eq!(bytes, piece);
+        }
+
+        /// On long pieces the linear version equals the naive replay: merge
+        /// every occurrence of the present pair learned earliest, repeatedly.
+        #[test]
+        fn long_encoder_equals_naive_replay(
+            piece in proptest::collection::vec(prop_oneof![2 => 97u8..100, 1 => Just(97u8)], 65..400),
+            merges in proptest::collection::vec((0u32..12, 0u32..12), 0..30),
+        ) {
+            let mut bpe = Bpe::new();
+            for (l, r) in merges {
+                let pick = |x: u32, len: usize| if x < 3 { 97 + x } else { (256 + x as usize - 3).min(len - 1) as u32 };
+                let len = bpe.len();
+                let _ = bpe.push_merge((pick(l, len), pick(r, len)));
+            }
+            let ids = naive_encode(&bpe, &piece);
+            let mut long = vec![];
+            bpe.encode_piece(&piece, &mut long); // more than 64 bytes: the linear version
+            prop_assert_eq!(long, ids);
         }
     }
 }

@@ -7,6 +7,7 @@
 
 use std::fmt;
 use std::io;
+use std::path::{Path, PathBuf};
 
 /// Every recoverable failure of the tokenizer. Bugs in the crate itself panic;
 /// bad input (a corrupt file, an unknown ID, an impossible vocabulary size)
@@ -25,6 +26,9 @@ pub enum TokenizerError {
     VocabTooLarge { requested: usize, reached: usize },
     /// The corpus has no text to learn from.
     EmptyCorpus,
+    /// The distinct pieces of a corpus hold more bytes than training can
+    /// index (4 GiB).
+    CorpusTooLarge { bytes: usize },
     /// An ID passed to a decoder is not in the vocabulary.
     UnknownId { id: u32, vocab_size: usize },
     /// `encode` met a special token the caller did not allow.
@@ -35,10 +39,28 @@ pub enum TokenizerError {
     InvalidMerge {
         index: usize,
         pair: (u32, u32),
-        reason: &'static str,
+        reason: String,
     },
     /// A vocabulary file is malformed; `line` counts from 1.
     Parse { line: usize, message: String },
+    /// A file is larger than a tokenizer file may be.
+    FileTooLarge { limit: u64 },
+    /// Something went wrong with a file: which file, and what (an `Io`,
+    /// `Parse`, `FileTooLarge` or `NotUtf8` error).
+    File {
+        path: PathBuf,
+        error: Box<TokenizerError>,
+    },
+}
+
+impl TokenizerError {
+    /// This error, said of the file at `path`.
+    pub fn in_file(self, path: &Path) -> Self {
+        TokenizerError::File {
+            path: path.to_owned(),
+            error: Box::new(self),
+        }
+    }
 }
 
 impl fmt::Display for TokenizerError {
@@ -54,6 +76,10 @@ impl fmt::Display for TokenizerError {
                 "vocab size {requested} is more than the corpus supports: no pair is left after {reached} tokens"
             ),
             Self::EmptyCorpus => write!(f, "the corpus is empty"),
+            Self::CorpusTooLarge { bytes } => write!(
+                f,
+                "the corpus's distinct pieces hold {bytes} bytes, more than the 4 GiB training can index"
+            ),
             Self::UnknownId { id, vocab_size } => {
                 write!(
                     f,
@@ -73,6 +99,12 @@ impl fmt::Display for TokenizerError {
                 reason,
             } => write!(f, "merge {index} ({} {}): {reason}", pair.0, pair.1),
             Self::Parse { line, message } => write!(f, "line {line}: {message}"),
+            Self::FileTooLarge { limit } => write!(
+                f,
+                "the file is larger than {} MiB, the limit for a tokenizer file",
+                limit >> 20
+            ),
+            Self::File { path, error } => write!(f, "{}: {error}", path.display()),
         }
     }
 }
@@ -81,6 +113,7 @@ impl std::error::Error for TokenizerError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Self::Io(e) => Some(e),
+            Self::File { error, .. } => Some(error.as_ref()),
             _ => None,
         }
     }
@@ -121,6 +154,18 @@ mod tests {
         let e = TokenizerError::from(io::Error::new(io::ErrorKind::NotFound, "gone"));
         assert!(e.source().is_some());
         assert!(e.to_string().contains("gone"));
+    }
+
+    #[test]
+    fn file_errors_name_the_file_then_the_line() {
+        let e = TokenizerError::Parse {
+            line: 4,
+            message: "rank 300 is missing".into(),
+        }
+        .in_file(Path::new("vocab.tiktoken"));
+        assert_eq!(e.to_string(), "vocab.tiktoken: line 4: rank 300 is missing");
+        use std::error::Error;
+        assert!(e.source().unwrap().to_string().starts_with("line 4"));
     }
 
     #[test]

@@ -1,33 +1,59 @@
-//! A small, fast, deterministic hasher for the tokenizer's hash maps.
+//! A fast, keyed hasher for the tokenizer's hash maps.
 //!
-//! std's default `SipHash` resists hash-flooding attacks but costs tens of
-//! nanoseconds per key; training and encoding hash millions of short keys (pairs
-//! of IDs, pre-token pieces), so we use the multiply-rotate hash that rustc
-//! uses internally ("FxHash"): fold each 8-byte word into the state with
-//! `h = (h.rotl(5) ^ word) * K`. It is not collision-resistant, which is fine
-//! for maps whose keys come from our own corpus and vocabulary. It is also
-//! deterministic (no random seed), so iteration order is reproducible.
+//! std's default `SipHash` resists hash flooding but costs tens of
+//! nanoseconds per key; training and encoding hash millions of short keys
+//! (pairs of IDs, pre-token pieces). A plain multiply hash such as FxHash is
+//! fast but dangerous here: `h = word × K` spreads each input bit only
+//! *upwards*, and a hash map picks the bucket from the *low* bits. So the
+//! low bits of the hash of an 8-byte piece depend only on its first bytes,
+//! and the pieces `" zzqabcd"`, `" zzqwxyz"`, … all land in one bucket:
+//! a megabyte of such text took seconds instead of milliseconds to encode.
+//! The keys come from user text, so the hash must hold up against any.
+//!
+//! The fix has two parts, as in `foldhash`, the default hasher of the
+//! `hashbrown` crate:
+//! - **folded multiply**: multiply to the full 128-bit product and xor its
+//!   two halves, `fold(a, b) = lo(a·b) ^ hi(a·b)`, so every input bit reaches
+//!   every output bit, low bits included;
+//! - **a random key**: each map starts its hash from a seed drawn from std's
+//!   `RandomState` (random per process), so an attacker cannot prepare
+//!   colliding keys in advance.
+//!
+//! It is not a cryptographic hash; it is as strong as the hash std's own
+//! `HashMap` would use if it were not SipHash. Iteration order now differs
+//! from run to run, so nothing the crate outputs may depend on it (training
+//! sorts its ties; a test trains twice and compares).
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
 
-/// rustc's FxHash constant (an odd number with well-spread bits).
-const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+/// An odd constant with well-spread bits (the fractional part of π).
+const MULTIPLIER: u64 = 0x243f_6a88_85a3_08d3;
 
-/// FxHash: one rotate, xor and multiply per 8-byte word.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct FxHasher {
+// ANCHOR: fold
+/// The 128-bit product of `a` and `b`, its high half xored onto its low half.
+#[inline]
+fn fold(a: u64, b: u64) -> u64 {
+    let full = (a as u128) * (b as u128);
+    (full as u64) ^ ((full >> 64) as u64)
+}
+// ANCHOR_END: fold
+
+/// The hasher: one folded multiply per 8-byte word of the key.
+#[derive(Debug, Clone, Copy)]
+pub struct FoldHasher {
     hash: u64,
 }
 
-impl FxHasher {
+impl FoldHasher {
     #[inline]
     fn add(&mut self, word: u64) {
-        self.hash = (self.hash.rotate_left(5) ^ word).wrapping_mul(K);
+        self.hash = fold(self.hash ^ word, MULTIPLIER);
     }
 }
 
-impl Hasher for FxHasher {
+impl Hasher for FoldHasher {
     #[inline]
     fn write(&mut self, bytes: &[u8]) {
         let mut chunks = bytes.chunks_exact(8);
@@ -60,12 +86,44 @@ impl Hasher for FxHasher {
     }
     #[inline]
     fn finish(&self) -> u64 {
-        self.hash
+        // one more round, so a one-word key is mixed twice
+        fold(self.hash, MULTIPLIER ^ 0x9e37_79b9_7f4a_7c15)
     }
 }
 
-/// A `HashMap` using [`FxHasher`].
-pub type FxHashMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+/// Builds [`FoldHasher`]s that all start from one random seed.
+#[derive(Debug, Clone, Copy)]
+pub struct RandomSeed {
+    seed: u64,
+}
+
+impl RandomSeed {
+    /// A fixed seed, for tests that need the same hashes every time.
+    pub fn with_seed(seed: u64) -> Self {
+        RandomSeed { seed }
+    }
+}
+
+impl Default for RandomSeed {
+    /// A seed drawn from std's `RandomState` (random keys per process,
+    /// and a different state for every call).
+    fn default() -> Self {
+        RandomSeed {
+            seed: RandomState::new().build_hasher().finish(),
+        }
+    }
+}
+
+impl BuildHasher for RandomSeed {
+    type Hasher = FoldHasher;
+    #[inline]
+    fn build_hasher(&self) -> FoldHasher {
+        FoldHasher { hash: self.seed }
+    }
+}
+
+/// A `HashMap` using [`FoldHasher`] with a random seed.
+pub type FastHashMap<K, V> = HashMap<K, V, RandomSeed>;
 
 /// Pack a pair of token IDs into one `u64` key, left ID in the high half, so
 /// that comparing packed keys compares pairs lexicographically.
@@ -85,21 +143,58 @@ mod tests {
     use super::*;
     use std::hash::Hash;
 
-    fn hash_of<T: Hash + ?Sized>(x: &T) -> u64 {
-        let mut h = FxHasher::default();
-        x.hash(&mut h);
-        h.finish()
+    fn hash_with<T: Hash + ?Sized>(seed: u64, x: &T) -> u64 {
+        RandomSeed::with_seed(seed).hash_one(x)
     }
 
     #[test]
-    fn deterministic_and_sensitive_to_every_byte() {
-        assert_eq!(hash_of(b"hello".as_slice()), hash_of(b"hello".as_slice()));
-        assert_ne!(hash_of(b"hello".as_slice()), hash_of(b"hellp".as_slice()));
-        assert_ne!(hash_of(b"a\0".as_slice()), hash_of(b"a".as_slice()));
+    fn deterministic_for_a_seed_and_sensitive_to_every_byte() {
+        let h = |x: &[u8]| hash_with(7, x);
+        assert_eq!(h(b"hello"), h(b"hello"));
+        assert_ne!(h(b"hello"), h(b"hellp"));
+        assert_ne!(h(b"a\0"), h(b"a"));
         let long = b"a sentence longer than eight bytes";
         let mut other = *long;
         other[20] ^= 1;
-        assert_ne!(hash_of(long.as_slice()), hash_of(other.as_slice()));
+        assert_ne!(h(long), h(&other));
+        // another seed, other hashes
+        assert_ne!(
+            hash_with(7, b"hello".as_slice()),
+            hash_with(8, b"hello".as_slice())
+        );
+        assert_ne!(RandomSeed::default().seed, RandomSeed::default().seed);
+    }
+
+    /// The keys that defeated FxHash: 8-byte pieces sharing their first 4
+    /// bytes. Their low 12 bits (the bucket of a 4096-bucket map) must be
+    /// spread: no bucket may hold more than a few, as for random hashes.
+    #[test]
+    fn shared_prefixes_spread_over_the_low_bits() {
+        let mut rng = crate::testing::Rng::new(1);
+        for seed in [0, 1, 0xdead_beef] {
+            let mut buckets = vec![0u32; 4096];
+            for _ in 0..4096 {
+                let mut key = *b" zzq    ";
+                for b in &mut key[4..] {
+                    *b = b'a' + rng.below(26) as u8;
+                }
+                buckets[(hash_with(seed, key.as_slice()) & 4095) as usize] += 1;
+            }
+            // 4096 keys in 4096 buckets: a random hash fills about 63 % of
+            // them and puts at most about 8 in one
+            let used = buckets.iter().filter(|&&n| n > 0).count();
+            let max = *buckets.iter().max().unwrap();
+            assert!(
+                used > 2400 && max <= 10,
+                "seed {seed}: {used} used, max {max}"
+            );
+        }
+        // pairs sharing their right ID, the same trap for packed u64 keys
+        let mut buckets = vec![0u32; 4096];
+        for left in 0..4096 {
+            buckets[(hash_with(3, &pack(left, 300)) & 4095) as usize] += 1;
+        }
+        assert!(*buckets.iter().max().unwrap() <= 10);
     }
 
     #[test]
@@ -112,7 +207,7 @@ mod tests {
 
     #[test]
     fn works_as_a_map_hasher() {
-        let mut m: FxHashMap<u64, u32> = FxHashMap::default();
+        let mut m: FastHashMap<u64, u32> = FastHashMap::default();
         for i in 0..1000u32 {
             m.insert(pack(i, i + 1), i);
         }

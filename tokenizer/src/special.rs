@@ -18,6 +18,7 @@
 //! as plain text.
 
 use crate::error::TokenizerError;
+use crate::hash::FastHashMap;
 
 /// Beginning of a sequence.
 pub const BOS: &str = "<|bos|>";
@@ -51,19 +52,35 @@ impl AllowedSpecial<'_> {
 }
 
 /// The registered special tokens in ID order, and a quick way to find them
-/// in text.
+/// in text: a byte trie of the tokens, walked from each position where a
+/// token could start. A walk stops at the first byte no token continues
+/// with, so finding costs at most [`MAX_SPECIAL_BYTES`] steps per position
+/// of the text, however many special tokens there are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpecialTokens {
     tokens: Vec<String>,
-    /// `first_byte[b]`: does some special token start with byte `b`?
-    first_byte: [bool; 256],
+    /// Token text → index, for `index_of` and duplicates.
+    index: FastHashMap<String, usize>,
+    /// `trie[0]` is the root; each node lists its children by byte (sorted)
+    /// and the index of the token that ends there, if any.
+    trie: Vec<TrieNode>,
 }
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct TrieNode {
+    children: Vec<(u8, u32)>,
+    token: Option<usize>,
+}
+
+/// The longest special token, in bytes, as for ordinary tokens.
+pub const MAX_SPECIAL_BYTES: usize = crate::bpe::MAX_TOKEN_BYTES;
 
 impl Default for SpecialTokens {
     fn default() -> Self {
         SpecialTokens {
             tokens: Vec::new(),
-            first_byte: [false; 256],
+            index: FastHashMap::default(),
+            trie: vec![TrieNode::default()],
         }
     }
 }
@@ -73,26 +90,43 @@ impl SpecialTokens {
     /// size plus this index).
     ///
     /// # Errors
-    /// [`TokenizerError::InvalidSpecial`] if it is empty, contains whitespace
-    /// or control characters (vocabulary files keep one token per line), or
-    /// is already registered.
+    /// [`TokenizerError::InvalidSpecial`] if it is empty, longer than
+    /// [`MAX_SPECIAL_BYTES`], contains whitespace or control characters
+    /// (vocabulary files keep one token per line), or is already registered.
     pub fn push(&mut self, token: &str) -> Result<usize, TokenizerError> {
         let invalid = |reason| TokenizerError::InvalidSpecial {
-            token: token.to_owned(),
+            token: token.chars().take(60).collect(),
             reason,
         };
         if token.is_empty() {
             return Err(invalid("it is empty"));
         }
+        if token.len() > MAX_SPECIAL_BYTES {
+            return Err(invalid("it is longer than 1024 bytes, the limit"));
+        }
         if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(invalid("it contains whitespace or a control character"));
         }
-        if self.index_of(token).is_some() {
+        if self.index.contains_key(token) {
             return Err(invalid("it is already registered"));
         }
-        self.first_byte[token.as_bytes()[0] as usize] = true;
+        let k = self.tokens.len();
+        let mut node = 0;
+        for &b in token.as_bytes() {
+            node = match self.trie[node].children.binary_search_by_key(&b, |c| c.0) {
+                Ok(at) => self.trie[node].children[at].1 as usize,
+                Err(at) => {
+                    let child = self.trie.len();
+                    self.trie.push(TrieNode::default());
+                    self.trie[node].children.insert(at, (b, child as u32));
+                    child
+                }
+            };
+        }
+        self.trie[node].token = Some(k);
+        self.index.insert(token.to_owned(), k);
         self.tokens.push(token.to_owned());
-        Ok(self.tokens.len() - 1)
+        Ok(k)
     }
 
     /// The tokens in ID order.
@@ -112,7 +146,7 @@ impl SpecialTokens {
 
     /// Index of `token`, if registered.
     pub fn index_of(&self, token: &str) -> Option<usize> {
-        self.tokens.iter().position(|t| t == token)
+        self.index.get(token).copied()
     }
 
     // ANCHOR: find
@@ -123,13 +157,27 @@ impl SpecialTokens {
             return None;
         }
         let bytes = text.as_bytes();
+        let root = &self.trie[0];
         for i in from..bytes.len() {
-            if !self.first_byte[bytes[i] as usize] {
+            if root
+                .children
+                .binary_search_by_key(&bytes[i], |c| c.0)
+                .is_err()
+            {
                 continue; // most bytes can start no special token
             }
-            let longest = (0..self.tokens.len())
-                .filter(|&k| bytes[i..].starts_with(self.tokens[k].as_bytes()))
-                .max_by_key(|&k| self.tokens[k].len());
+            // walk the trie along the text; remember the last token passed
+            let (mut node, mut longest) = (0, None);
+            for &b in &bytes[i..] {
+                let children = &self.trie[node].children;
+                match children.binary_search_by_key(&b, |c| c.0) {
+                    Ok(at) => node = children[at].1 as usize,
+                    Err(_) => break,
+                }
+                if let Some(k) = self.trie[node].token {
+                    longest = Some(k);
+                }
+            }
             if let Some(k) = longest {
                 return Some((i, k));
             }
@@ -166,6 +214,21 @@ mod tests {
     fn find_works_after_multibyte_text() {
         let s = specials(&["★"]);
         assert_eq!(s.find("日本★", 0), Some((6, 0)));
+    }
+
+    #[test]
+    fn many_tokens_register_and_find_quickly() {
+        // a file may hold many: registering and finding must not be quadratic
+        let mut s = SpecialTokens::default();
+        for i in 0..20_000 {
+            assert_eq!(s.push(&format!("<|reserved_{i}|>")).unwrap(), i);
+        }
+        assert_eq!(s.index_of("<|reserved_19999|>"), Some(19_999));
+        let text = "<|reserved_1".repeat(2000) + "<|reserved_12345|>";
+        // "<|reserved_1" alone is no token: only the last one matches
+        assert_eq!(s.find(&text, 0), Some((2000 * 12, 12_345)));
+        let long = "x".repeat(MAX_SPECIAL_BYTES + 1);
+        assert!(s.push(&long).unwrap_err().to_string().contains("longer"));
     }
 
     #[test]

@@ -8,22 +8,59 @@ use std::sync::{Mutex, TryLockError};
 use crate::bpe::Bpe;
 use crate::decode::StreamDecoder;
 use crate::error::TokenizerError;
-use crate::hash::FxHashMap;
+use crate::hash::FastHashMap;
 use crate::pretokenize::Split;
 use crate::special::{AllowedSpecial, SpecialTokens};
 use crate::train_fast::{WordCounts, train_fast};
 
 /// Cached encodings of pieces seen before. Text repeats its words, so most
 /// pieces of a long text are found here instead of being merged again.
+///
+/// Its memory is bounded whatever the text: pieces longer than
+/// [`PieceCache::MAX_PIECE`] bytes are not kept (they are rare, and encoding
+/// them costs as much as the copy), and when the entries would use more
+/// than [`PieceCache::MAX_BYTES`] the cache is emptied and fills again. The
+/// map's hash is keyed ([`crate::hash`]), so no text can make its lookups
+/// slow.
 #[derive(Debug, Default)]
 struct PieceCache {
-    map: FxHashMap<Box<[u8]>, Box<[u32]>>,
+    map: FastHashMap<Box<[u8]>, Box<[u32]>>,
+    /// Memory the entries use, as estimated by [`PieceCache::cost`].
+    bytes: usize,
 }
 
 impl PieceCache {
-    /// Entries kept before the cache is emptied and refilled, to bound its
-    /// memory (a few tens of megabytes at most).
-    const CAPACITY: usize = 1 << 18;
+    /// The memory the cache may use: 16 MiB, a few hundred thousand pieces.
+    const MAX_BYTES: usize = 16 << 20;
+    /// The longest piece kept, in bytes.
+    const MAX_PIECE: usize = 256;
+
+    /// The memory of one entry: the piece, its IDs, and about 64 bytes for
+    /// the two boxes, their allocations and the table's slot.
+    fn cost(piece: &[u8], ids: &[u32]) -> usize {
+        piece.len() + 4 * ids.len() + 64
+    }
+
+    fn get(&self, piece: &[u8]) -> Option<&[u32]> {
+        self.map.get(piece).map(|ids| &ids[..])
+    }
+
+    fn insert(&mut self, piece: &[u8], ids: &[u32]) {
+        if piece.len() > Self::MAX_PIECE {
+            return;
+        }
+        let cost = Self::cost(piece, ids);
+        if self.bytes + cost > Self::MAX_BYTES {
+            self.clear();
+        }
+        self.map.insert(piece.into(), ids.into());
+        self.bytes += cost;
+    }
+
+    fn clear(&mut self) {
+        self.map.clear();
+        self.bytes = 0;
+    }
 }
 
 /// A byte-level BPE tokenizer.
@@ -200,7 +237,7 @@ impl Tokenizer {
 
     /// Forget the cached piece encodings.
     pub fn clear_cache(&self) {
-        self.lock_cache().map.clear();
+        self.lock_cache().clear();
     }
 
     fn lock_cache(&self) -> std::sync::MutexGuard<'_, PieceCache> {
@@ -235,15 +272,12 @@ impl Tokenizer {
             let bytes = piece.as_bytes();
             if let [byte] = bytes {
                 out.push(*byte as u32); // a single byte is its own token
-            } else if let Some(ids) = cache.map.get(bytes) {
+            } else if let Some(ids) = cache.get(bytes) {
                 out.extend_from_slice(ids);
             } else {
                 let start = out.len();
                 self.bpe.encode_piece(bytes, out);
-                if cache.map.len() >= PieceCache::CAPACITY {
-                    cache.map.clear();
-                }
-                cache.map.insert(bytes.into(), out[start..].into());
+                cache.insert(bytes, &out[start..]);
             }
         }
     }
@@ -447,6 +481,23 @@ mod tests {
         // a clone starts with an empty cache and encodes the same
         assert_eq!(tok.clone().encode_ordinary(TEXT), cold);
         assert_eq!(tok.clone(), *tok);
+    }
+
+    #[test]
+    fn cache_memory_stays_bounded() {
+        let mut cache = PieceCache::default();
+        let mut cleared = false;
+        for i in 0..300_000 {
+            let piece = format!(" zzq{i:08}");
+            cache.insert(piece.as_bytes(), &[1, 2, 3]);
+            assert!(cache.bytes <= PieceCache::MAX_BYTES);
+            cleared |= cache.map.len() < i + 1;
+        }
+        assert!(cleared, "300,000 entries of about 90 bytes exceed 16 MiB");
+        assert_eq!(cache.get(b" zzq00299999"), Some(&[1, 2, 3][..]));
+        // long pieces are not kept
+        cache.insert(&[b'a'; 300], &[1]);
+        assert_eq!(cache.get(&[b'a'; 300]), None);
     }
 
     #[test]

@@ -12,6 +12,10 @@
 //! the left ID and then the right ID. Both trainers use this rule, so their
 //! merges are identical, not merely equally good.
 //!
+//! **Length limit.** A pair whose token would be longer than
+//! [`MAX_TOKEN_BYTES`] is never merged (see [`crate::bpe`]): a corpus with a
+//! long line of dashes learns tokens of up to 1024 dashes, not the whole line.
+//!
 //! # The worked example: `aaabdaaabac`, 3 merges
 //! The bytes are `a a a b d a a a b a c` (`a` = 97, `b` = 98, `c` = 99,
 //! `d` = 100); the GPT-4 split leaves the word whole.
@@ -27,7 +31,7 @@
 use std::cmp::Reverse;
 use std::collections::HashMap;
 
-use crate::bpe::{BYTE_TOKENS, count_pairs, merge};
+use crate::bpe::{BYTE_TOKENS, MAX_TOKEN_BYTES, count_pairs, merge};
 use crate::error::TokenizerError;
 use crate::pretokenize::Split;
 
@@ -82,6 +86,7 @@ where
         return Err(TokenizerError::EmptyCorpus);
     }
     let mut merges = Vec::new();
+    let mut token_len = vec![1; BYTE_TOKENS]; // bytes per token
     for i in 0..n_merges {
         // count up every adjacent pair in every piece
         let mut counts = HashMap::new();
@@ -91,6 +96,7 @@ where
         // the most frequent pair; on a tie, the smallest (left, right)
         let best = counts
             .into_iter()
+            .filter(|&((l, r), _)| token_len[l as usize] + token_len[r as usize] <= MAX_TOKEN_BYTES)
             .max_by_key(|&(pair, count)| (count, Reverse(pair)));
         let Some((pair, count)) = best else {
             return Err(TokenizerError::VocabTooLarge {
@@ -100,6 +106,7 @@ where
         };
         // mint a new token with the next free ID and replace the pair everywhere
         let new_id = (BYTE_TOKENS + i) as u32;
+        token_len.push(token_len[pair.0 as usize] + token_len[pair.1 as usize]);
         for ids in &mut pieces {
             *ids = merge(ids, pair, new_id);
         }
