@@ -168,7 +168,11 @@ fn encode(c: &mut Criterion) {
     for kind in Adversarial::ALL {
         let mut group = c.benchmark_group(format!("bpe_encode/adversarial_{}", kind.name()));
         group.sample_size(10);
-        for bytes in [size(100_000, 1_000), size(1_000_000, 10_000), size(4_000_000, 40_000)] {
+        for bytes in [
+            size(100_000, 1_000),
+            size(1_000_000, 10_000),
+            size(4_000_000, 40_000),
+        ] {
             let text = kind.text(bytes);
             group.throughput(Throughput::Bytes(text.len() as u64));
             group.bench_function(BenchmarkId::from_parameter(size_label(bytes)), |b| {

@@ -213,7 +213,9 @@ fn split_hard() -> String {
     ];
     let mut md = String::from("| text | pieces |\n| --- | --- |\n");
     for (name, text) in words {
-        let pieces: Vec<String> = split(text).map(|p| code(&render_token(p.as_bytes()))).collect();
+        let pieces: Vec<String> = split(text)
+            .map(|p| code(&render_token(p.as_bytes())))
+            .collect();
         writeln!(md, "| {name}: {} | {} |", code(text), pieces.join(" ")).unwrap();
     }
     md
@@ -240,7 +242,9 @@ fn split_agreement() -> String {
     };
     let theirs = spans(&mut lengths.iter().copied());
     let ours: std::collections::HashSet<(usize, usize)> =
-        spans(&mut split(MULTILINGUAL).map(str::len)).into_iter().collect();
+        spans(&mut split(MULTILINGUAL).map(str::len))
+            .into_iter()
+            .collect();
     // sections start at lines "## name"
     let mut starts: Vec<(usize, &str)> = Vec::new();
     let mut pos = 0;
@@ -254,7 +258,10 @@ fn split_agreement() -> String {
     let (mut all, mut all_same) = (0, 0);
     for (k, &(start, name)) in starts.iter().enumerate() {
         let end = starts.get(k + 1).map_or(MULTILINGUAL.len(), |s| s.0);
-        let in_section: Vec<_> = theirs.iter().filter(|s| s.0 >= start && s.0 < end).collect();
+        let in_section: Vec<_> = theirs
+            .iter()
+            .filter(|s| s.0 >= start && s.0 < end)
+            .collect();
         let same = in_section.iter().filter(|s| ours.contains(s)).count();
         writeln!(md, "| {name} | {} | {same} |", in_section.len()).unwrap();
         all += in_section.len();

@@ -56,17 +56,42 @@ fn main() -> Result<(), Box<dyn Error>> {
     match &english_path {
         Some(path) => {
             let text = fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-            corpora.push((format!("english_{}", size_label(text.len())), text, Some(path.clone()), true));
+            corpora.push((
+                format!("english_{}", size_label(text.len())),
+                text,
+                Some(path.clone()),
+                true,
+            ));
         }
         None => {
             let text = english(2_000_000);
-            corpora.push((format!("english_{}", size_label(text.len())), text, None, true));
+            corpora.push((
+                format!("english_{}", size_label(text.len())),
+                text,
+                None,
+                true,
+            ));
         }
     }
     let m = multilingual(3_000_000);
-    corpora.push((format!("multilingual_{}", size_label(m.len())), m, None, true));
-    corpora.push(("long_words_34x10000".into(), long_words(34, 10_000), None, false));
-    corpora.push(("one_word_200000".into(), long_words(1, 200_000), None, false));
+    corpora.push((
+        format!("multilingual_{}", size_label(m.len())),
+        m,
+        None,
+        true,
+    ));
+    corpora.push((
+        "long_words_34x10000".into(),
+        long_words(34, 10_000),
+        None,
+        false,
+    ));
+    corpora.push((
+        "one_word_200000".into(),
+        long_words(1, 200_000),
+        None,
+        false,
+    ));
 
     let mut json = String::from("[\n");
     for (k, (name, text, path, encode_bench)) in corpora.iter().enumerate() {

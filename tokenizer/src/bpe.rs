@@ -25,9 +25,7 @@
 //! The memory a vocabulary uses is then at most a few kilobytes per merge
 //! line of its file, and never more than a few hundred megabytes.
 
-use std::cmp::Reverse;
-use std::collections::hash_map::Entry;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 
 use crate::error::TokenizerError;
 use crate::hash::{FastHashMap, pack};
@@ -44,8 +42,8 @@ pub const MAX_TOKEN_BYTES: usize = 1024;
 pub const MAX_VOCAB_BYTES: usize = 64 << 20;
 
 /// Pieces longer than this many bytes are encoded in linear time with a
-/// linked list and a queue per rank, instead of the repeated scan (O(n²),
-/// but fastest for short pieces); real words are far shorter.
+/// linked list and a radix heap, instead of the repeated scan (O(n²), but
+/// fastest for short pieces); most words are shorter.
 const LONG_PIECE: usize = 64;
 
 /// The rank of a pair that never merges: larger than every real rank.
@@ -98,6 +96,36 @@ pub struct Bpe {
     ids: FastHashMap<Vec<u8>, u32>,
     /// Bytes held by all tokens together, at most [`MAX_VOCAB_BYTES`].
     total_bytes: usize,
+    /// Bit `256 a + b`: do bytes `a b` occur, in that order, inside some
+    /// token? If not, no token can span them (see [`Bpe::encode_piece`]).
+    /// `[2^16 bits]`.
+    joins: Vec<u64>,
+    /// Bit `hash(a, b, c)`: set for every three bytes `a b c` that occur
+    /// inside some token, and perhaps for a few others (a filter: several
+    /// triples share a bit). `[2^18 bits]`.
+    triples: Vec<u64>,
+}
+
+/// Bits of [`Bpe`]'s `triples` filter: 2^18 (32 KiB).
+const TRIPLE_BITS: u32 = 18;
+
+/// The bit of `a b c` in the `triples` filter.
+#[inline]
+fn triple_bit(a: u8, b: u8, c: u8) -> usize {
+    let key = (a as u64) << 16 | (b as u64) << 8 | c as u64;
+    (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - TRIPLE_BITS)) as usize
+}
+
+/// Bit `bit` of a bitmap.
+#[inline]
+fn has(bits: &[u64], bit: usize) -> bool {
+    bits[bit / 64] >> (bit % 64) & 1 == 1
+}
+
+/// Set bit `bit` of a bitmap.
+#[inline]
+fn set(bits: &mut [u64], bit: usize) {
+    bits[bit / 64] |= 1 << (bit % 64);
 }
 
 impl Default for Bpe {
@@ -117,6 +145,8 @@ impl Bpe {
             vocab,
             ids,
             total_bytes: BYTE_TOKENS,
+            joins: vec![0; 256 * 256 / 64],
+            triples: vec![0; (1 << TRIPLE_BITS) / 64],
         }
     }
 
@@ -174,6 +204,17 @@ impl Bpe {
         self.ranks.insert(pack(pair.0, pair.1), new_id);
         self.merges.push(pair);
         self.total_bytes += len;
+        // what the new token holds that neither part held: the bytes where
+        // left ends and right starts, and the triples across that point
+        let (l, r) = (&self.vocab[pair.0 as usize], &self.vocab[pair.1 as usize]);
+        let (a, b) = (l[l.len() - 1], r[0]); // tokens are not empty
+        set(&mut self.joins, 256 * a as usize + b as usize);
+        if l.len() >= 2 {
+            set(&mut self.triples, triple_bit(l[l.len() - 2], a, b));
+        }
+        if r.len() >= 2 {
+            set(&mut self.triples, triple_bit(a, b, r[1]));
+        }
         Ok(new_id)
     }
 
@@ -228,15 +269,68 @@ impl Bpe {
         self.ranks.get(&pack(left, right)).copied()
     }
 
+    /// Can a token span the point between `piece[k - 1]` and `piece[k]`?
+    ///
+    /// A token that does is either the two bytes `a b` there, or longer and
+    /// holding three bytes across the point: the byte before `a` with `a b`,
+    /// or `a b` with the byte after. So the point is safe to cut if `a b`
+    /// occur in no token, or if `a b` is no token and neither triple occurs
+    /// in one. The filters may say "maybe" for a triple no token holds;
+    /// then we do not cut, which is never wrong.
+    #[inline]
+    fn can_span(&self, piece: &[u8], k: usize) -> bool {
+        let (a, b) = (piece[k - 1], piece[k]);
+        if !has(&self.joins, 256 * a as usize + b as usize) {
+            return false;
+        }
+        if self.merged(a as u32, b as u32).is_some() {
+            return true;
+        }
+        (k >= 2 && has(&self.triples, triple_bit(piece[k - 2], a, b)))
+            || (k + 1 < piece.len() && has(&self.triples, triple_bit(a, b, piece[k + 1])))
+    }
+
     // ANCHOR: encode_piece
     /// Encode one pre-token piece, appending its IDs to `out`.
     ///
     /// Start from the bytes; repeatedly merge the adjacent pair with the
     /// lowest rank (the earliest-learned merge), the leftmost on ties.
+    ///
+    /// A long piece is first cut where no token can cross ([`Bpe`] keeps
+    /// which bytes, and which triples of bytes, occur inside its tokens).
+    /// Every token made while encoding is in the vocabulary, so none spans
+    /// such a cut, and the parts encode on their own to exactly the same
+    /// tokens. A megabyte of random letters falls apart into short parts
+    /// this way, each merged in the processor's fastest caches; what stays
+    /// long (a run of one letter) goes to the linear-time version.
     pub fn encode_piece(&self, piece: &[u8], out: &mut Vec<u32>) {
-        if piece.len() > LONG_PIECE {
-            return self.encode_long_piece(piece, out);
+        if piece.len() <= LONG_PIECE {
+            return self.encode_short_piece(piece, out);
         }
+        let mut start = 0;
+        for k in 1..piece.len() {
+            if !self.can_span(piece, k) {
+                self.encode_part(&piece[start..k], out);
+                start = k;
+            }
+        }
+        self.encode_part(&piece[start..], out);
+    }
+    // ANCHOR_END: encode_piece
+
+    /// A part of a piece, by the method that suits its length.
+    fn encode_part(&self, part: &[u8], out: &mut Vec<u32>) {
+        if part.len() <= LONG_PIECE {
+            self.encode_short_piece(part, out);
+        } else {
+            self.encode_long_piece(part, out);
+        }
+    }
+
+    // ANCHOR: encode_short_piece
+    /// [`Bpe::encode_piece`] for a piece of at most 64 bytes, by the rule as
+    /// stated: find the pair with the lowest rank, merge it, repeat.
+    fn encode_short_piece(&self, piece: &[u8], out: &mut Vec<u32>) {
         let mut n = piece.len(); // current number of tokens
         let mut ids = [0u32; LONG_PIECE]; // the tokens, [n]
         let mut ranks = [NO_MERGE; LONG_PIECE]; // ranks[i]: merge of ids[i], ids[i + 1], [n - 1]
@@ -274,7 +368,7 @@ impl Bpe {
         }
         out.extend_from_slice(&ids[..n]);
     }
-    // ANCHOR_END: encode_piece
+    // ANCHOR_END: encode_short_piece
 
     // ANCHOR: encode_long_piece
     /// The same merges as [`Bpe::encode_piece`], in time linear in the
@@ -286,9 +380,9 @@ impl Bpe {
     /// position of its left token. Ranks are processed in increasing order,
     /// each once: merging a pair of rank `r` makes the token `r`, and any
     /// pair that contains token `r` was learned after it, so it has a larger
-    /// rank. New pairs therefore never wait under a rank already done, and a
-    /// min-heap of the distinct waiting ranks (at most one entry per rank
-    /// the vocabulary has, however long the piece) gives the order.
+    /// rank. The ranks waiting never go below the one being merged, which is
+    /// what a *radix heap* ([`RankQueue`]) needs to give them in order in
+    /// constant time per entry.
     ///
     /// Within one rank the order matters only where occurrences overlap,
     /// which needs `left == right`: in a run `x x x x x`, the leftmost-first
@@ -310,100 +404,149 @@ impl Bpe {
             return;
         }
         let n = piece.len() as u32;
-        let mut ids: Vec<u32> = piece.iter().map(|&b| b as u32).collect(); // [n]
-        let mut next: Vec<u32> = (1..=n).map(|j| if j < n { j } else { NONE }).collect();
-        let mut prev: Vec<u32> = (0..n).map(|i| i.wrapping_sub(1)).collect(); // 0 → NONE
+        // the current tokens as a doubly linked list over the positions
+        let mut nodes: Vec<Node> = (0..n)
+            .map(|i| Node {
+                id: piece[i as usize] as u32,
+                prev: i.wrapping_sub(1), // 0 → NONE
+                next: if i + 1 < n { i + 1 } else { NONE },
+            })
+            .collect(); // [n]
+        let node = |i: u32| i as usize;
         let mut queue = RankQueue::default();
+        let mut positions = Vec::new();
         for i in 0..n - 1 {
-            if let Some(rank) = self.merged(ids[i as usize], ids[i as usize + 1]) {
+            if let Some(rank) = self.merged(nodes[node(i)].id, nodes[node(i + 1)].id) {
                 queue.wait(rank, i);
             }
         }
-        while let Some((rank, positions)) = queue.pop() {
+        while let Some(rank) = queue.pop(&mut positions) {
             let (left, right) = self.merges[rank as usize - BYTE_TOKENS];
-            for mut i in positions {
-                let at = |i: u32| i as usize;
-                // stale: merged away, or the pair here is no longer (left, right)
-                if ids[at(i)] != left || next[at(i)] == NONE || ids[at(next[at(i)])] != right {
-                    continue;
+            // is the pair at i still (left, right)? (not if an earlier merge took a part)
+            let holds = |nodes: &[Node], i: u32| {
+                let a = nodes[node(i)];
+                a.id == left && a.next != NONE && nodes[node(a.next)].id == right
+            };
+            for &start in &positions {
+                if !holds(&nodes, start) {
+                    continue; // stale
                 }
+                let mut i = start;
                 if left == right {
-                    while prev[at(i)] != NONE && ids[at(prev[at(i)])] == left {
-                        i = prev[at(i)]; // back to the start of the run
+                    while nodes[node(i)].prev != NONE && nodes[node(nodes[node(i)].prev)].id == left
+                    {
+                        i = nodes[node(i)].prev; // back to the start of the run
                     }
                 }
                 loop {
-                    // merge i with the token after it
-                    let j = next[at(i)];
-                    ids[at(i)] = rank;
-                    ids[at(j)] = NONE;
-                    next[at(i)] = next[at(j)];
-                    if next[at(j)] != NONE {
-                        prev[at(next[at(j)])] = i;
+                    // merge i with the token after it, which leaves the list
+                    let j = nodes[node(i)].next;
+                    let after = nodes[node(j)].next;
+                    nodes[node(j)].id = NONE;
+                    nodes[node(i)].id = rank;
+                    nodes[node(i)].next = after;
+                    if after != NONE {
+                        nodes[node(after)].prev = i;
                     }
                     // the two pairs that now contain the new token
-                    let p = prev[at(i)];
-                    if p != NONE
-                        && let Some(r) = self.merged(ids[at(p)], rank)
+                    let before = nodes[node(i)].prev;
+                    if before != NONE
+                        && let Some(r) = self.merged(nodes[node(before)].id, rank)
                     {
-                        queue.wait(r, p);
+                        queue.wait(r, before);
                     }
-                    let q = next[at(i)];
-                    if q != NONE
-                        && let Some(r) = self.merged(rank, ids[at(q)])
+                    if after != NONE
+                        && let Some(r) = self.merged(rank, nodes[node(after)].id)
                     {
                         queue.wait(r, i);
                     }
                     // in a run of (x, x), go on with its next pair
-                    if left != right
-                        || q == NONE
-                        || ids[at(q)] != left
-                        || next[at(q)] == NONE
-                        || ids[at(next[at(q)])] != left
-                    {
+                    if left != right || after == NONE || !holds(&nodes, after) {
                         break;
                     }
-                    i = q;
+                    i = after;
                 }
             }
         }
         // position 0 always survives: merges keep their left position
         let mut i = 0;
         while i != NONE {
-            out.push(ids[i as usize]);
-            i = next[i as usize];
+            out.push(nodes[node(i)].id);
+            i = nodes[node(i)].next;
         }
     }
     // ANCHOR_END: encode_long_piece
 }
 
-/// The pairs waiting to merge in a long piece, by rank: a min-heap of the
-/// distinct ranks, and for each the left positions where its pair formed.
-#[derive(Default)]
+/// One position of a long piece: its current token (`NONE` once merged
+/// into its left neighbour) and its neighbours in the list. The three sit
+/// together in memory, so following a link costs one cache miss, not three.
+#[derive(Clone, Copy)]
+struct Node {
+    id: u32,
+    prev: u32,
+    next: u32,
+}
+
+// ANCHOR: rank_queue
+/// The pairs waiting to merge in a long piece, as `(rank, position)`: a
+/// *radix heap*, a priority queue for keys that never go below the last one
+/// taken out.
+///
+/// Bucket `b > 0` holds the ranks whose highest bit that differs from
+/// `last` (the rank taken last) is bit `b - 1`; bucket 0 holds `last`
+/// itself. Every rank in a bucket is smaller than every rank in a higher
+/// one, so the smallest waiting rank is in the lowest non-empty bucket.
+/// Taking it out makes it the new `last`, and the bucket's entries move to
+/// lower buckets, by their new highest differing bit. An entry only ever
+/// moves down, at most 32 times, so each costs constant time: the queue is
+/// linear where a binary heap would cost `log n` per entry.
 struct RankQueue {
-    heap: BinaryHeap<Reverse<u32>>,
-    positions: FastHashMap<u32, Vec<u32>>,
+    last: u32,
+    buckets: [Vec<(u32, u32)>; 33],
+}
+
+impl Default for RankQueue {
+    fn default() -> Self {
+        RankQueue {
+            last: 0,
+            buckets: std::array::from_fn(|_| Vec::new()),
+        }
+    }
 }
 
 impl RankQueue {
-    /// The pair at `position` merges at `rank`.
-    fn wait(&mut self, rank: u32, position: u32) {
-        match self.positions.entry(rank) {
-            Entry::Occupied(mut e) => e.get_mut().push(position),
-            Entry::Vacant(e) => {
-                e.insert(vec![position]);
-                self.heap.push(Reverse(rank));
-            }
-        }
+    fn bucket(&self, rank: u32) -> usize {
+        32 - (rank ^ self.last).leading_zeros() as usize
     }
 
-    /// The smallest waiting rank and its positions.
-    fn pop(&mut self) -> Option<(u32, Vec<u32>)> {
-        let Reverse(rank) = self.heap.pop()?;
-        let positions = self.positions.remove(&rank).unwrap_or_default(); // pushed together
-        Some((rank, positions))
+    /// The pair at `position` merges at `rank`, which is above the last
+    /// rank taken out.
+    fn wait(&mut self, rank: u32, position: u32) {
+        debug_assert!(rank > self.last || self.last == 0);
+        let b = self.bucket(rank);
+        self.buckets[b].push((rank, position));
+    }
+
+    /// The smallest waiting rank, with all its positions (into `out`).
+    fn pop(&mut self, out: &mut Vec<u32>) -> Option<u32> {
+        if self.buckets[0].is_empty() {
+            let b = (1..33).find(|&b| !self.buckets[b].is_empty())?;
+            let mut moving = std::mem::take(&mut self.buckets[b]);
+            self.last = moving.iter().map(|e| e.0).min()?; // not empty
+            for &entry in &moving {
+                let lower = self.bucket(entry.0); // below b: they share bit b - 1 now
+                self.buckets[lower].push(entry);
+            }
+            moving.clear();
+            self.buckets[b] = moving; // keep the allocation
+        }
+        out.clear();
+        out.extend(self.buckets[0].drain(..).map(|e| e.1));
+        Some(self.last)
     }
 }
+// ANCHOR_END: rank_queue
 
 #[cfg(test)]
 mod tests {
@@ -512,6 +655,34 @@ mod tests {
         }
     }
 
+    /// With a real vocabulary, random letters and emoji are cut in many
+    /// places, and the parts encode to exactly what the whole does.
+    #[test]
+    fn cutting_long_pieces_changes_nothing() {
+        let text = crate::testing::english(100_000);
+        let merges = crate::train_fast(
+            &crate::WordCounts::from_texts([&text], crate::Split::Gpt4),
+            1024,
+        )
+        .unwrap();
+        let bpe = Bpe::from_merges(&merges.iter().map(|m| m.pair).collect::<Vec<_>>()).unwrap();
+        for kind in crate::testing::Adversarial::ALL {
+            let piece = kind.text(3000);
+            let piece = piece.trim_start().as_bytes();
+            let cuts = (1..piece.len())
+                .filter(|&k| !bpe.can_span(piece, k))
+                .count();
+            let (mut cut, mut whole) = (vec![], vec![]);
+            bpe.encode_piece(piece, &mut cut);
+            bpe.encode_long_piece(piece, &mut whole);
+            assert_eq!(cut, whole, "{}: {cuts} cuts", kind.name());
+            assert_eq!(cut, naive_encode(&bpe, piece), "{}", kind.name());
+            if kind == crate::testing::Adversarial::LongPiece {
+                assert!(cuts > 100, "random letters: only {cuts} cuts");
+            }
+        }
+    }
+
     #[test]
     fn limits_are_errors() {
         // each merge doubles the token: 2, 4, ..., 1024 bytes, then 2048
@@ -561,8 +732,9 @@ mod tests {
             prop_assert_eq!(bytes, piece);
         }
 
-        /// On long pieces the linear version equals the naive replay: merge
-        /// every occurrence of the present pair learned earliest, repeatedly.
+        /// On long pieces the cut and the linear version equal the naive
+        /// replay: merge every occurrence of the present pair learned
+        /// earliest, repeatedly.
         #[test]
         fn long_encoder_equals_naive_replay(
             piece in proptest::collection::vec(prop_oneof![2 => 97u8..100, 1 => Just(97u8)], 65..400),
@@ -575,8 +747,13 @@ mod tests {
                 let _ = bpe.push_merge((pick(l, len), pick(r, len)));
             }
             let ids = naive_encode(&bpe, &piece);
+            // cut where no token can cross, then each part
+            let mut cut = vec![];
+            bpe.encode_piece(&piece, &mut cut);
+            prop_assert_eq!(&cut, &ids);
+            // the linear version on the whole piece
             let mut long = vec![];
-            bpe.encode_piece(&piece, &mut long); // more than 64 bytes: the linear version
+            bpe.encode_long_piece(&piece, &mut long);
             prop_assert_eq!(long, ids);
         }
     }

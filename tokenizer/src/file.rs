@@ -296,7 +296,6 @@ impl Tokenizer {
         out
     }
 
-    // ANCHOR: from_tiktoken
     /// Import a tiktoken rank file, recovering the merges (see [`crate::file`]).
     /// The tokenizer uses `split` and has no special tokens.
     ///
@@ -307,7 +306,6 @@ impl Tokenizer {
     pub fn from_tiktoken(text: &str, split: Split) -> Result<Self, TokenizerError> {
         Ok(parse_tiktoken(text, split)?.0)
     }
-    // ANCHOR_END: from_tiktoken
 
     /// Save the ordinary tokens as a tiktoken rank file, atomically.
     ///

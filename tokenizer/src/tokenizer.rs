@@ -2,6 +2,7 @@
 //! with training, encoding and decoding in one place.
 
 use std::fmt;
+use std::hash::BuildHasher;
 use std::path::Path;
 use std::sync::{Mutex, TryLockError};
 
@@ -13,20 +14,30 @@ use crate::pretokenize::Split;
 use crate::special::{AllowedSpecial, SpecialTokens};
 use crate::train_fast::{WordCounts, train_fast};
 
+// ANCHOR: piece_cache
 /// Cached encodings of pieces seen before. Text repeats its words, so most
 /// pieces of a long text are found here instead of being merged again.
 ///
-/// Its memory is bounded whatever the text: pieces longer than
-/// [`PieceCache::MAX_PIECE`] bytes are not kept (they are rare, and encoding
-/// them costs as much as the copy), and when the entries would use more
-/// than [`PieceCache::MAX_BYTES`] the cache is emptied and fills again. The
-/// map's hash is keyed ([`crate::hash`]), so no text can make its lookups
-/// slow.
+/// Hostile text repeats nothing: a megabyte of distinct pieces would fill
+/// the cache with entries never used again, and allocating and freeing them
+/// would cost more than encoding. So a piece is only kept the *second* time
+/// it is seen: `seen` remembers the hashes of pieces met once, in a small
+/// table of fixed size (a slot per hash, a newer piece overwriting an
+/// older one). Frequent words are admitted at once, one-off pieces never.
+///
+/// The memory is bounded whatever the text: pieces longer than
+/// [`PieceCache::MAX_PIECE`] bytes are not kept, and when the entries would
+/// use more than [`PieceCache::MAX_BYTES`] the cache is emptied and fills
+/// again. The hashes are keyed ([`crate::hash`]), so no text can make the
+/// lookups slow.
 #[derive(Debug, Default)]
 struct PieceCache {
     map: FastHashMap<Box<[u8]>, Box<[u32]>>,
     /// Memory the entries use, as estimated by [`PieceCache::cost`].
     bytes: usize,
+    /// The top half of the hashes of pieces seen once, `[SEEN_SLOTS]`,
+    /// allocated on first use.
+    seen: Vec<u32>,
 }
 
 impl PieceCache {
@@ -34,6 +45,9 @@ impl PieceCache {
     const MAX_BYTES: usize = 16 << 20;
     /// The longest piece kept, in bytes.
     const MAX_PIECE: usize = 256;
+    /// Slots of the table of pieces seen once: 8192 (32 KiB, so it stays
+    /// in the processor's fastest caches).
+    const SEEN_SLOTS: usize = 1 << 13;
 
     /// The memory of one entry: the piece, its IDs, and about 64 bytes for
     /// the two boxes, their allocations and the table's slot.
@@ -45,8 +59,18 @@ impl PieceCache {
         self.map.get(piece).map(|ids| &ids[..])
     }
 
+    /// Keep `ids` as the encoding of `piece` if the piece was seen before.
     fn insert(&mut self, piece: &[u8], ids: &[u32]) {
         if piece.len() > Self::MAX_PIECE {
+            return;
+        }
+        if self.seen.is_empty() {
+            self.seen = vec![0; Self::SEEN_SLOTS];
+        }
+        let hash = self.map.hasher().hash_one(piece);
+        let (slot, tag) = (hash as usize % Self::SEEN_SLOTS, (hash >> 32) as u32);
+        if self.seen[slot] != tag {
+            self.seen[slot] = tag; // the first time: remember it, no more
             return;
         }
         let cost = Self::cost(piece, ids);
@@ -61,7 +85,14 @@ impl PieceCache {
         self.map.clear();
         self.bytes = 0;
     }
+
+    /// Forget everything, the pieces seen once included.
+    fn forget(&mut self) {
+        self.clear();
+        self.seen.fill(0);
+    }
 }
+// ANCHOR_END: piece_cache
 
 /// A byte-level BPE tokenizer.
 ///
@@ -237,7 +268,7 @@ impl Tokenizer {
 
     /// Forget the cached piece encodings.
     pub fn clear_cache(&self) {
-        self.lock_cache().clear();
+        self.lock_cache().forget();
     }
 
     fn lock_cache(&self) -> std::sync::MutexGuard<'_, PieceCache> {
@@ -489,15 +520,25 @@ mod tests {
         let mut cleared = false;
         for i in 0..300_000 {
             let piece = format!(" zzq{i:08}");
+            // kept the second time only
             cache.insert(piece.as_bytes(), &[1, 2, 3]);
+            assert_eq!(cache.get(piece.as_bytes()), None);
+            cache.insert(piece.as_bytes(), &[1, 2, 3]);
+            assert_eq!(cache.get(piece.as_bytes()), Some(&[1, 2, 3][..]));
             assert!(cache.bytes <= PieceCache::MAX_BYTES);
             cleared |= cache.map.len() < i + 1;
         }
         assert!(cleared, "300,000 entries of about 90 bytes exceed 16 MiB");
-        assert_eq!(cache.get(b" zzq00299999"), Some(&[1, 2, 3][..]));
         // long pieces are not kept
         cache.insert(&[b'a'; 300], &[1]);
+        cache.insert(&[b'a'; 300], &[1]);
         assert_eq!(cache.get(&[b'a'; 300]), None);
+        // a million pieces seen once leave the cache empty
+        cache.forget();
+        for i in 0..1_000_000 {
+            cache.insert(format!("{i:07}").as_bytes(), &[1]);
+        }
+        assert!(cache.map.len() < 1000, "{}", cache.map.len());
     }
 
     #[test]
