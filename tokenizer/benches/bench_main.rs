@@ -1,9 +1,10 @@
 //! Training and encoding throughput, on English, on the world's scripts,
 //! and on inputs built to be slow.
 //!
-//! The English corpus is the file named by `TOKENIZER_CORPUS` if set, else a
-//! generated one (2 MB of deterministic pseudo-English), so the benches run
-//! in any checkout. The book's figures use the 10 MB corpus:
+//! The English corpus is the file named by `TOKENIZER_CORPUS` (absolute, or
+//! relative to the workspace root) if set, else a generated one (2 MB of
+//! deterministic pseudo-English), so the benches run in any checkout. The
+//! book's figures use the 10 MB corpus:
 //!
 //! ```text
 //! TOKENIZER_CORPUS=../shared/data/corpus-10mb.txt cargo bench -p tokenizer
@@ -63,8 +64,13 @@ fn size_label(bytes: usize) -> String {
 /// The corpora trained and encoded: a name for the bench ids and the text.
 fn corpora() -> Vec<(String, String)> {
     let english = match std::env::var("TOKENIZER_CORPUS") {
-        Ok(path) if bench_mode() => std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("TOKENIZER_CORPUS={path}: {e}")),
+        Ok(path) if bench_mode() => {
+            // relative to the workspace root, where the command is typed
+            // (cargo runs benches in the crate's own folder)
+            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+            std::fs::read_to_string(root.join(&path))
+                .unwrap_or_else(|e| panic!("TOKENIZER_CORPUS={path}: {e}"))
+        }
         _ => english(size(2_000_000, 20_000)),
     };
     let multilingual = multilingual(size(3_000_000, 20_000));
