@@ -5,14 +5,16 @@ Run by hand (CI has no Python), in a virtual environment outside the
 repository:
 
     python3 -m venv /work/venv-tok
-    /work/venv-tok/bin/pip install tiktoken tokenizers regex
+    /work/venv-tok/bin/pip install tiktoken tokenizers regex unicodedata2==16.0.0
 
 Two commands:
 
   fixture   Cut tokenizer/tests/data/multilingual.txt with the real cl100k
-            regex (the `regex` module, tiktoken's pattern) and write the piece
-            lengths to tokenizer/tests/data/multilingual.pieces, which the
-            Rust test `split_matches_the_regex` compares with our scanner.
+            regex (tiktoken's pattern, its letters and numbers those of
+            Unicode 16.0 as in tiktoken, run by the `regex` module) and write
+            the piece lengths to tokenizer/tests/data/multilingual.pieces,
+            which the Rust test `split_matches_the_regex` compares with our
+            scanner.
 
                 /work/venv-tok/bin/python tools/tokenizer_compare.py fixture
 
@@ -58,12 +60,56 @@ CL100K = (
 # the very end. After the possessive `\s++` the two cannot differ, but `\Z`
 # says what is meant.
 CL100K_PY = CL100K.replace("$", r"\Z")
+# `tokenizers` compiles patterns with Oniguruma, where `{1,3}+` is not a
+# possessive {1,3} but "{1,3}, one or more times": 1000 would be one piece.
+# Possessive or not, {1,3} means the same here, so give it the plain one.
+CL100K_HF = CL100K.replace("{1,3}+", "{1,3}")
+
+
+# The Unicode version of tiktoken 0.14's regex engine, and of our table
+# (tools/tokenizer_unicode.py checks the table against tiktoken itself).
+UNICODE_VERSION = "16.0.0"
+_PATTERN = None
+
+
+def pattern():
+    """The cl100k pattern for Python's `regex` module, with `\\p{L}` and
+    `\\p{N}` spelled out as the code points of Unicode 16.0 (from the
+    `unicodedata2` package): the `regex` module's own tables are newer, and
+    it would count the letters added since as letters, where tiktoken does
+    not."""
+    global _PATTERN
+    if _PATTERN is None:
+        import regex
+        import unicodedata2
+
+        if unicodedata2.unidata_version != UNICODE_VERSION:
+            sys.exit(f"needs unicodedata2=={UNICODE_VERSION} (found {unicodedata2.unidata_version})")
+
+        def ranges(major):
+            out, start = [], None
+            for cp in range(0x110000):
+                inside = not 0xD800 <= cp < 0xE000 and unicodedata2.category(chr(cp))[0] == major
+                if inside and start is None:
+                    start = cp
+                if not inside and start is not None:
+                    out.append(f"\\U{start:08x}-\\U{cp - 1:08x}")
+                    start = None
+            return "".join(out)
+
+        letters, numbers = ranges("L"), ranges("N")
+        p = CL100K_PY
+        p = p.replace(r"[^\r\n\p{L}\p{N}]", f"[^\\r\\n{letters}{numbers}]")
+        p = p.replace(r"[^\s\p{L}\p{N}]", f"[^\\s{letters}{numbers}]")
+        p = p.replace(r"\p{L}++", f"[{letters}]++")
+        p = p.replace(r"\p{N}{1,3}+", f"[{numbers}]{{1,3}}+")
+        assert r"\p{" not in p
+        _PATTERN = regex.compile(p)
+    return _PATTERN
 
 
 def regex_pieces(text):
-    import regex
-
-    return regex.findall(CL100K_PY, text)
+    return pattern().findall(text)
 
 
 def read_text(path):
@@ -91,7 +137,8 @@ def cmd_fixture(args):
     lengths = [len(p.encode("utf-8")) for p in pieces]
     lines = [
         "# Byte lengths of the pieces of multilingual.txt under the cl100k pattern",
-        f"# (tiktoken 0.14), cut by the `regex` module {regex.__version__};",
+        f"# (tiktoken 0.14) with the letters and numbers of Unicode {UNICODE_VERSION},",
+        f"# cut by the `regex` module {regex.__version__};",
         "# written by tools/tokenizer_compare.py fixture. Do not edit by hand.",
         f"# {len(pieces)} pieces, {len(text.encode('utf-8'))} bytes",
     ]
@@ -148,7 +195,7 @@ def hf_pre_tokenizer():
     from tokenizers import Regex, pre_tokenizers
 
     return pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(CL100K), behavior="isolated"),
+        pre_tokenizers.Split(Regex(CL100K_HF), behavior="isolated"),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
     ])
 
@@ -215,6 +262,43 @@ def load_ranks(path):
                 tok, rank = line.split()
                 ranks[base64.b64decode(tok)] = int(rank)
     return ranks
+
+
+def token_agreement(text, ranks, ours, theirs):
+    """Where two encodings of the same text differ: both are cut at every
+    byte offset where both have a token boundary, and the stretches between
+    such offsets compared. Returns (differing stretches, bytes in them, the
+    first one as (offset, text))."""
+    length = {rank: len(tok) for tok, rank in ranks.items()}
+    data = text.encode("utf-8")
+    i = j = 0
+    pos_a = pos_b = 0
+    start = (0, 0, 0)  # offset, i, j at the last common boundary
+    differing, diff_bytes, first = 0, 0, None
+    while i < len(ours) or j < len(theirs):
+        if pos_a <= pos_b and i < len(ours):
+            pos_a += length[ours[i]]
+            i += 1
+        else:
+            pos_b += length[theirs[j]]
+            j += 1
+        if pos_a == pos_b:
+            offset, i0, j0 = start
+            if ours[i0:i] != theirs[j0:j]:
+                differing += 1
+                diff_bytes += pos_a - offset
+                if first is None:
+                    first = (offset, data[offset:pos_a].decode("utf-8", "replace"))
+            start = (pos_a, i, j)
+    return differing, diff_bytes, first
+
+
+def describe(name, ours, theirs, text, ranks):
+    if theirs == ours:
+        return "identical"
+    n, b, first = token_agreement(text, ranks, ours, theirs)
+    where = f"; first at byte {first[0]:,}: {first[1][:40]!r}" if first else ""
+    return f"{len(theirs):,} tokens, different in {n:,} places holding {b:,} bytes{where}"
 
 
 def read_ids(path):
@@ -288,6 +372,8 @@ def cmd_measure(args):
     rows = []
     notes = []
     for c in corpora:
+        if args.only and c["name"] not in args.only.split(","):
+            continue
         name, path = c["name"], os.path.join(work, c["file"])
         text = read_text(path)
         size = len(text.encode("utf-8"))
@@ -308,11 +394,9 @@ def cmd_measure(args):
         encode_tt, tt_ids = timed(lambda: enc.encode_ordinary(text), args.repeats)
         hf_enc = hf_from_ranks(ranks)
         encode_hf, hf_ids = timed(lambda: hf_enc.encode(text).ids, args.repeats)
-        same_tt = sum(a == b for a, b in zip(tt_ids, ours_ids))
-        same_hf = sum(a == b for a, b in zip(hf_ids, ours_ids))
         notes.append(
-            f"{name}: tiktoken gives {len(tt_ids):,} tokens ({'identical' if tt_ids == ours_ids else f'{same_tt:,} equal'}),"
-            f" tokenizers {len(hf_ids):,} ({'identical' if hf_ids == ours_ids else f'{same_hf:,} equal'}), ours {len(ours_ids):,}"
+            f"{name}: ours {len(ours_ids):,} tokens; tiktoken {describe(name, ours_ids, tt_ids, text, ranks)}; "
+            f"`tokenizers` {describe(name, ours_ids, hf_ids, text, ranks)}"
         )
         print(notes[-1], file=sys.stderr)
         print(f"tiktoken encode {encode_tt:.3f} s, tokenizers encode {encode_hf:.3f} s", file=sys.stderr)
@@ -365,6 +449,7 @@ def main():
     p.add_argument("--work", default=os.path.join(ROOT, "target/tokenizer-compare"))
     p.add_argument("--criterion", default=os.path.join(ROOT, "target/criterion"))
     p.add_argument("--out", help="also write the markdown table here")
+    p.add_argument("--only", help="comma-separated corpus names (default: all)")
     args = parser.parse_args()
     {"fixture": cmd_fixture, "measure": cmd_measure}[args.command](args)
 

@@ -8,16 +8,22 @@ Character Database.
 The cl100k pattern distinguishes four kinds of characters: letters
 (`\\p{L}`: general categories Lu Ll Lt Lm Lo), numbers (`\\p{N}`: Nd Nl No),
 whitespace (`\\s`: the White_Space property) and everything else. The general
-categories come from the `unicodedata2` package (pip install unicodedata2),
-which carries the Unicode Character Database of its version number; this
-script insists on UNICODE_VERSION below, so the table and the version it
-claims cannot drift apart. White_Space is not in `unicodedata`; its 25 code
-points (PropList.txt, unchanged since Unicode 6.3) are listed here.
+categories come from the `unicodedata2` package (pip install
+unicodedata2==16.0.0), which carries the Unicode Character Database of its
+version number; this script insists on UNICODE_VERSION below, so the table
+and the version it claims cannot drift apart. White_Space is not in
+`unicodedata`; its 25 code points (PropList.txt, unchanged since Unicode
+6.3) are listed here.
 
-If the `regex` package is installed, the table is checked against its
-`\\p{L}`, `\\p{N}` and `\\s` on every code point before anything is written
-(the `regex` release used here, 2026.12.2, implements the same version),
-every code point but the surrogates, which a Rust `str` never holds.
+Which version? The one GPT-4's tokenizer uses, so that a vocabulary
+exported to tiktoken cuts every text as we do. tiktoken 0.14 runs the
+pattern with Rust's `regex` crate, whose tables are Unicode 16.0: the
+letters and numbers added in 17.0 and 18.0 (17,480 of them) are
+punctuation to it. If tiktoken is installed, the table is checked against
+it before anything is written, on every code point: for each one, three
+test strings (`a?a`, `1?1`, `!?!`) tell which class tiktoken's regex gives
+it, read off from whether the string stays one piece (a vocabulary holding
+exactly those strings as tokens makes a whole piece one token).
 
 The table is two-level, like the tables of Rust's standard library: the
 code point's top bits pick a block of 128 code points (most blocks are
@@ -34,7 +40,7 @@ import os
 import subprocess
 import sys
 
-UNICODE_VERSION = "18.0.0"
+UNICODE_VERSION = "16.0.0"
 
 # PropList.txt, White_Space=yes
 WHITE_SPACE = [
@@ -73,29 +79,48 @@ def classes():
     return out
 
 
-def check_with_regex(table):
-    try:
-        import regex
-    except ImportError:
-        print("regex not installed: table not cross-checked", file=sys.stderr)
-        return
-    letter, number, space = (regex.compile(p) for p in (r"\p{L}", r"\p{N}", r"\s"))
-    bad, checked = [], 0
-    for cp, cls in enumerate(table):
-        if 0xD800 <= cp < 0xE000:
-            continue
-        checked += 1
+def tiktoken_classes(code_points):
+    """The class tiktoken's regex gives each code point (see the docstring)."""
+    import tiktoken
+
+    pat = (
+        r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+|"""
+        r""" ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
+    )
+    ranks = {bytes([b]): b for b in range(256)}
+    tests = []
+    for cp in code_points:
         c = chr(cp)
-        want = (
-            LETTER if letter.match(c) else
-            NUMBER if number.match(c) else
-            SPACE if space.match(c) else OTHER
-        )
-        if want != cls:
-            bad.append(f"U+{cp:04X}: table {NAMES[cls]}, regex {NAMES[want]}")
+        for s in ("a" + c + "a", "1" + c + "1", "!" + c + "!"):
+            ranks.setdefault(s.encode("utf-8"), len(ranks))
+            tests.append(s)
+    enc = tiktoken.Encoding(name="classes", pat_str=pat, mergeable_ranks=ranks, special_tokens={})
+    out = enc.encode_ordinary_batch(tests, num_threads=1)
+    classes = []
+    for k in range(len(code_points)):
+        letter, number, other = (out[3 * k + m] == [ranks[tests[3 * k + m].encode("utf-8")]] for m in range(3))
+        classes.append(LETTER if letter else NUMBER if number else OTHER if other else SPACE)
+    return classes
+
+
+def check_with_tiktoken(table):
+    try:
+        import tiktoken
+    except ImportError:
+        print("tiktoken not installed: table not cross-checked", file=sys.stderr)
+        return
+    bad, checked = [], 0
+    code_points = [cp for cp in range(0x80, 0x110000) if not 0xD800 <= cp < 0xE000]
+    step = 100_000  # a vocabulary of 300,000 test strings at a time
+    for start in range(0, len(code_points), step):
+        chunk = code_points[start:start + step]
+        for cp, theirs in zip(chunk, tiktoken_classes(chunk)):
+            checked += 1
+            if theirs != table[cp]:
+                bad.append(f"U+{cp:04X}: table {NAMES[table[cp]]}, tiktoken {NAMES[theirs]}")
     if bad:
-        sys.exit(f"{len(bad)} code points disagree with regex {regex.__version__}:\n" + "\n".join(bad[:20]))
-    print(f"checked against regex {regex.__version__}: all {checked:,} code points agree", file=sys.stderr)
+        sys.exit(f"{len(bad)} code points disagree with tiktoken {tiktoken.__version__}:\n" + "\n".join(bad[:20]))
+    print(f"checked against tiktoken {tiktoken.__version__}: all {checked:,} non-ASCII code points agree", file=sys.stderr)
 
 
 def build(table):
@@ -160,7 +185,7 @@ def main():
     parser.add_argument("--out", default=os.path.normpath(os.path.join(root, "tokenizer/src/unicode_table.rs")))
     args = parser.parse_args()
     table = classes()
-    check_with_regex(table)
+    check_with_tiktoken(table)
     counts = [table.count(k) for k in range(4)]
     text = render(*build(table), counts)
     tmp = args.out + ".tmp"

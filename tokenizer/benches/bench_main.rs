@@ -23,11 +23,13 @@
 //! - `bpe_train/fast` on each corpus to 4096 tokens, counting the pieces
 //!   included (`english_*`, `multilingual_*`, `long_words_*`, `one_word_*`);
 //! - `bpe_encode/cold_cache` (the piece cache emptied first) and
-//!   `bpe_encode/warm_cache`, with a vocabulary trained on the same corpus;
+//!   `bpe_encode/warm_cache` on each corpus, with a vocabulary trained on
+//!   it;
 //! - `bpe_encode/adversarial_<kind>` at three sizes, cold cache, with the
 //!   English vocabulary: the throughput stays the same as the input grows
 //!   tenfold when encoding is linear;
-//! - `pretokenize/split`: the scanner alone.
+//! - `pretokenize/split`: the scanner alone, on English and multilingual
+//!   text.
 //!
 //! Under `cargo test --benches` (criterion's test mode, one run each) every
 //! input is small and the vocabularies have 512 tokens, so CI stays fast.
@@ -62,6 +64,7 @@ fn size_label(bytes: usize) -> String {
 }
 
 /// The corpora trained and encoded: a name for the bench ids and the text.
+/// The English one comes first.
 fn corpora() -> Vec<(String, String)> {
     let english = match std::env::var("TOKENIZER_CORPUS") {
         Ok(path) if bench_mode() => {
@@ -74,12 +77,18 @@ fn corpora() -> Vec<(String, String)> {
         _ => english(size(2_000_000, 20_000)),
     };
     let multilingual = multilingual(size(3_000_000, 20_000));
+    let (word_len, one_word) = (size(10_000, 500), size(200_000, 5_000));
     vec![
         (format!("english_{}", size_label(english.len())), english),
         (
             format!("multilingual_{}", size_label(multilingual.len())),
             multilingual,
         ),
+        (
+            format!("long_words_34x{word_len}"),
+            long_words(34, word_len),
+        ),
+        (format!("one_word_{one_word}"), long_words(1, one_word)),
     ]
 }
 
@@ -120,19 +129,9 @@ fn train(c: &mut Criterion) {
     }
 
     // the fast trainer on every corpus, counting the pieces included
-    let hard = [
-        (
-            format!("long_words_34x{}", size(10_000, 500)),
-            long_words(34, size(10_000, 500)),
-        ),
-        (
-            format!("one_word_{}", size(200_000, 5_000)),
-            long_words(1, size(200_000, 5_000)),
-        ),
-    ];
     let mut group = c.benchmark_group("bpe_train/fast");
     group.sample_size(10);
-    for (name, text) in corpora.iter().chain(&hard) {
+    for (name, text) in &corpora {
         group.throughput(Throughput::Bytes(text.len() as u64));
         group.bench_function(
             BenchmarkId::from_parameter(format!("{name}_V{}", vocab())),
@@ -173,7 +172,7 @@ fn encode(c: &mut Criterion) {
     let tok = &tokenizers[0];
     for kind in Adversarial::ALL {
         let mut group = c.benchmark_group(format!("bpe_encode/adversarial_{}", kind.name()));
-        group.sample_size(10);
+        group.sample_size(20);
         for bytes in [
             size(100_000, 1_000),
             size(1_000_000, 10_000),
@@ -181,7 +180,9 @@ fn encode(c: &mut Criterion) {
         ] {
             let text = kind.text(bytes);
             group.throughput(Throughput::Bytes(text.len() as u64));
-            group.bench_function(BenchmarkId::from_parameter(size_label(bytes)), |b| {
+            // in kilobytes, so the table lists them in order
+            let id = format!("{}KB", bytes / 1000);
+            group.bench_function(BenchmarkId::from_parameter(id), |b| {
                 b.iter(|| {
                     tok.clear_cache();
                     tok.encode_ordinary(black_box(&text))
@@ -193,7 +194,7 @@ fn encode(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("pretokenize/split");
     group.sample_size(10);
-    for (name, text) in &corpora {
+    for (name, text) in &corpora[..2] {
         group.throughput(Throughput::Bytes(text.len() as u64));
         group.bench_function(BenchmarkId::from_parameter(name), |b| {
             b.iter(|| split(black_box(text)).count())

@@ -273,7 +273,8 @@ fn split_agreement() -> String {
         md,
         "\nThe sample is {} bytes (`tokenizer/tests/data/multilingual.txt`). Our classes come from \
          Unicode {major}.{minor}.{update}; the regex's pieces from tiktoken 0.14's cl100k pattern \
-         run by Python's `regex` module (`tools/tokenizer_compare.py fixture`).",
+         with the letters and numbers of the same version, run by Python's `regex` module \
+         (`tools/tokenizer_compare.py fixture`).",
         MULTILINGUAL.len()
     )
     .unwrap();

@@ -44,8 +44,13 @@
 //! circled letters such as `ⓘ`, and follows the Unicode version of the
 //! compiler. The categories come from a table generated from the Unicode
 //! Character Database, version [`UNICODE_VERSION`] (`unicode_table.rs`,
-//! written by `tools/tokenizer_unicode.py`), and a test checks the scanner
-//! against the regex, piece for piece, on a multilingual corpus.
+//! written by `tools/tokenizer_unicode.py`): 16.0, the version of the
+//! regular-expression engine inside tiktoken 0.14, so that a vocabulary
+//! exported to tiktoken cuts every text as here. (Letters added in Unicode
+//! 17.0 and later are punctuation to tiktoken, and so to us, until it moves
+//! on.) The generator checks the table against tiktoken on every code
+//! point, and a test checks the scanner against the regex, piece for piece,
+//! on a multilingual corpus.
 //!
 //! The original cl100k pattern ended in `\s*[\r\n]|\s+(?!\S)|\s+` without
 //! `\s++$`; the two differ only on whitespace that holds a newline and ends
@@ -474,32 +479,35 @@ mod tests {
         assert_eq!(class('😀'), Class::Other);
         assert_eq!(class('\u{10ffff}'), Class::Other);
         assert_eq!(class('\u{30000}'), Class::Letter); // CJK extension G
-        assert_eq!(UNICODE_VERSION, (18, 0, 0));
+        assert_eq!(UNICODE_VERSION, (16, 0, 0)); // tiktoken 0.14's
     }
 
     /// The table agrees with std where both follow Unicode's definitions:
-    /// whitespace is exactly `char::is_whitespace`, numbers exactly
-    /// `char::is_numeric`, and every letter is alphabetic, for every code
-    /// point std's (possibly older) Unicode version has assigned.
+    /// whitespace is exactly `char::is_whitespace`, every number is
+    /// `char::is_numeric` and every letter `char::is_alphabetic`. std may
+    /// follow a newer Unicode version than the table's 16.0: what it counts
+    /// as a number and the table does not must be new, so "other" here, and
+    /// few.
     #[test]
-    fn table_agrees_with_std_on_whitespace_and_numbers() {
+    fn table_agrees_with_std() {
+        let mut newer = 0;
         for c in (0..=0x10ffff).filter_map(char::from_u32) {
-            let class = unicode_class(c as u32);
             if c.is_ascii() {
                 continue;
             }
+            let class = unicode_class(c as u32);
             assert_eq!(class == Class::Space, c.is_whitespace(), "{c:?}");
-            if c.is_numeric() {
-                assert_eq!(class, Class::Number, "{c:?}");
-            }
-            if c.is_alphabetic() && class != Class::Letter {
-                // marks, circled letters and letter-like numbers (Nl)
-                assert!(matches!(class, Class::Other | Class::Number), "{c:?}");
-            }
-            if class == Class::Letter {
-                assert!(c.is_alphabetic() || !c.is_alphanumeric(), "{c:?}");
+            match class {
+                Class::Letter => assert!(c.is_alphabetic(), "{c:?}"),
+                Class::Number => assert!(c.is_numeric(), "{c:?}"),
+                _ if c.is_numeric() => {
+                    assert_eq!(class, Class::Other, "{c:?}");
+                    newer += 1;
+                }
+                _ => {}
             }
         }
+        assert!(newer < 500, "{newer} numbers unknown to the table");
     }
 
     #[test]
