@@ -351,6 +351,52 @@ def machine():
     return f"{os.cpu_count()} cores, {name}"
 
 
+def measure_theirs(args, work):
+    """Run our example, then time `tokenizers` and tiktoken on its corpora:
+    {name: {size, train_hf, encode_hf, encode_tt, bench_id, notes}}."""
+    import tiktoken  # noqa: F401 (fail early if missing)
+
+    cmd = ["cargo", "run", "--release", "-p", "tokenizer", "--example", "side_by_side", "--",
+           "--out", work, "--vocab", str(args.vocab)]
+    if args.english:
+        cmd += ["--english", os.path.abspath(args.english)]
+    print("$ " + " ".join(cmd), file=sys.stderr)
+    subprocess.run(cmd, cwd=ROOT, check=True)
+    with open(os.path.join(work, "corpora.json")) as f:
+        corpora = json.load(f)
+    results = {}
+    for c in corpora:
+        if args.only and c["name"] not in args.only.split(","):
+            continue
+        name, path = c["name"], os.path.join(work, c["file"])
+        text = read_text(path)
+        r = results[name] = {"size": len(text.encode("utf-8")), "bench_id": c["bench_id"], "notes": []}
+        print(f"\n== {name}: {r['size']:,} bytes", file=sys.stderr)
+        # 1. the split, piece for piece
+        with open(os.path.join(work, c["pieces"])) as f:
+            ours_lengths = [int(x) for x in f.read().split()]
+        same, n_ours, n_theirs = agreement(ours_lengths, text)
+        r["notes"].append(f"{name}: {same:,} of {n_ours:,} pieces agree with the regex ({n_theirs:,} regex pieces)")
+        print(r["notes"][-1], file=sys.stderr)
+        # 2. training, single-threaded
+        r["train_hf"], hf_tok = timed(lambda: hf_train(text, args.vocab), args.repeats)
+        print(f"tokenizers train: {r['train_hf']:.3f} s, vocab {hf_tok.get_vocab_size()}", file=sys.stderr)
+        # 3. encoding with our vocabulary
+        ranks = load_ranks(os.path.join(work, c["ranks"]))
+        ours_ids = read_ids(os.path.join(work, c["ids"]))
+        enc = tiktoken.Encoding(name="ours", pat_str=CL100K, mergeable_ranks=ranks, special_tokens={})
+        r["encode_tt"], tt_ids = timed(lambda: enc.encode_ordinary(text), args.repeats)
+        hf_enc = hf_from_ranks(ranks)
+        r["encode_hf"], hf_ids = timed(lambda: hf_enc.encode(text).ids, args.repeats)
+        r["notes"].append(
+            f"{name}: ours {len(ours_ids):,} tokens; tiktoken {describe(name, ours_ids, tt_ids, text, ranks)}; "
+            f"`tokenizers` {describe(name, ours_ids, hf_ids, text, ranks)}"
+        )
+        print(r["notes"][-1], file=sys.stderr)
+        print(f"tiktoken encode {r['encode_tt']:.3f} s, tokenizers encode {r['encode_hf']:.3f} s", file=sys.stderr)
+    return results
+
+
 def cmd_measure(args):
     os.environ["RAYON_NUM_THREADS"] = "1"  # tokenizers: one thread
     os.environ["RAYON_RS_NUM_THREADS"] = "1"
@@ -360,54 +406,21 @@ def cmd_measure(args):
 
     work = os.path.abspath(args.work)
     os.makedirs(work, exist_ok=True)
-    cmd = ["cargo", "run", "--release", "-p", "tokenizer", "--example", "side_by_side", "--",
-           "--out", work, "--vocab", str(args.vocab)]
-    if args.english:
-        cmd += ["--english", os.path.abspath(args.english)]
-    print("$ " + " ".join(cmd), file=sys.stderr)
-    subprocess.run(cmd, cwd=ROOT, check=True)
-    with open(os.path.join(work, "corpora.json")) as f:
-        corpora = json.load(f)
+    saved = os.path.join(work, "theirs.json")
+    if args.reuse:
+        with open(saved) as f:
+            results = json.load(f)
+    else:
+        results = measure_theirs(args, work)
+        write_atomically(saved, json.dumps(results, indent=1))
 
-    rows = []
-    notes = []
-    for c in corpora:
-        if args.only and c["name"] not in args.only.split(","):
-            continue
-        name, path = c["name"], os.path.join(work, c["file"])
-        text = read_text(path)
-        size = len(text.encode("utf-8"))
-        print(f"\n== {name}: {size:,} bytes", file=sys.stderr)
-        # 1. the split, piece for piece
-        with open(os.path.join(work, c["pieces"])) as f:
-            ours_lengths = [int(x) for x in f.read().split()]
-        same, n_ours, n_theirs = agreement(ours_lengths, text)
-        notes.append(f"{name}: {same:,} of {n_ours:,} pieces agree with the regex ({n_theirs:,} regex pieces)")
-        print(notes[-1], file=sys.stderr)
-        # 2. training, single-threaded
-        train_hf, hf_tok = timed(lambda: hf_train(text, args.vocab), args.repeats)
-        print(f"tokenizers train: {train_hf:.3f} s, vocab {hf_tok.get_vocab_size()}", file=sys.stderr)
-        # 3. encoding with our vocabulary
-        ranks = load_ranks(os.path.join(work, c["ranks"]))
-        ours_ids = read_ids(os.path.join(work, c["ids"]))
-        enc = tiktoken.Encoding(name="ours", pat_str=CL100K, mergeable_ranks=ranks, special_tokens={})
-        encode_tt, tt_ids = timed(lambda: enc.encode_ordinary(text), args.repeats)
-        hf_enc = hf_from_ranks(ranks)
-        encode_hf, hf_ids = timed(lambda: hf_enc.encode(text).ids, args.repeats)
-        notes.append(
-            f"{name}: ours {len(ours_ids):,} tokens; tiktoken {describe(name, ours_ids, tt_ids, text, ranks)}; "
-            f"`tokenizers` {describe(name, ours_ids, hf_ids, text, ranks)}"
-        )
-        print(notes[-1], file=sys.stderr)
-        print(f"tiktoken encode {encode_tt:.3f} s, tokenizers encode {encode_hf:.3f} s", file=sys.stderr)
-        label = c["bench_id"]
-        ours_train = criterion_mean(args.criterion, "bpe_train/fast", label)
-        ours_encode = criterion_mean(args.criterion, "bpe_encode/cold_cache", label) if c.get("encode_bench") else None
-        rows.append((name, size, "train", ours_train, train_hf, None))
-        if c.get("encode_bench"):
-            rows.append((name, size, "encode", ours_encode, encode_hf, encode_tt))
-        else:
-            rows.append((name, size, "encode", None, encode_hf, encode_tt))
+    rows, notes = [], []
+    for name, r in results.items():
+        ours_train = criterion_mean(args.criterion, "bpe_train/fast", r["bench_id"])
+        ours_encode = criterion_mean(args.criterion, "bpe_encode/cold_cache", r["bench_id"])
+        rows.append((name, r["size"], "train", ours_train, r["train_hf"], None))
+        rows.append((name, r["size"], "encode", ours_encode, r["encode_hf"], r["encode_tt"]))
+        notes += r["notes"]
 
     out = [
         "| corpus | task | ours | `tokenizers` | tiktoken | `tokenizers` / ours | tiktoken / ours |",
@@ -450,6 +463,9 @@ def main():
     p.add_argument("--criterion", default=os.path.join(ROOT, "target/criterion"))
     p.add_argument("--out", help="also write the markdown table here")
     p.add_argument("--only", help="comma-separated corpus names (default: all)")
+    p.add_argument("--reuse", action="store_true",
+                   help="take the times of tokenizers and tiktoken from the last run (WORK/theirs.json) "
+                        "and only read our times again from criterion")
     args = parser.parse_args()
     {"fixture": cmd_fixture, "measure": cmd_measure}[args.command](args)
 

@@ -51,50 +51,21 @@ fn main() -> Result<(), Box<dyn Error>> {
     let out = out.ok_or("--out DIR is required")?;
     fs::create_dir_all(&out)?;
 
-    // (name, text, file to read it from if not generated here, bench id, encode bench?)
-    let mut corpora: Vec<(String, String, Option<PathBuf>, bool)> = Vec::new();
-    match &english_path {
-        Some(path) => {
-            let text = fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-            corpora.push((
-                format!("english_{}", size_label(text.len())),
-                text,
-                Some(path.clone()),
-                true,
-            ));
-        }
-        None => {
-            let text = english(2_000_000);
-            corpora.push((
-                format!("english_{}", size_label(text.len())),
-                text,
-                None,
-                true,
-            ));
-        }
-    }
+    // (name, text, the file it is read from if it is not generated here)
+    let mut corpora: Vec<(String, String, Option<PathBuf>)> = Vec::new();
+    let english = match &english_path {
+        Some(path) => fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?,
+        None => english(2_000_000),
+    };
+    let name = format!("english_{}", size_label(english.len()));
+    corpora.push((name, english, english_path));
     let m = multilingual(3_000_000);
-    corpora.push((
-        format!("multilingual_{}", size_label(m.len())),
-        m,
-        None,
-        true,
-    ));
-    corpora.push((
-        "long_words_34x10000".into(),
-        long_words(34, 10_000),
-        None,
-        false,
-    ));
-    corpora.push((
-        "one_word_200000".into(),
-        long_words(1, 200_000),
-        None,
-        false,
-    ));
+    corpora.push((format!("multilingual_{}", size_label(m.len())), m, None));
+    corpora.push(("long_words_34x10000".into(), long_words(34, 10_000), None));
+    corpora.push(("one_word_200000".into(), long_words(1, 200_000), None));
 
     let mut json = String::from("[\n");
-    for (k, (name, text, path, encode_bench)) in corpora.iter().enumerate() {
+    for (k, (name, text, path)) in corpora.iter().enumerate() {
         eprintln!("{name}: {} bytes", text.len());
         let file = match path {
             Some(p) => p.canonicalize()?,
@@ -123,7 +94,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         writeln!(
             json,
             "  {{\"name\": \"{name}\", \"file\": {:?}, \"pieces\": \"{name}.pieces\", \"ranks\": \"{name}.tiktoken\", \
-             \"ids\": \"{name}.ids\", \"bench_id\": \"{name}_V{vocab}\", \"encode_bench\": {encode_bench}}}{}",
+             \"ids\": \"{name}.ids\", \"bench_id\": \"{name}_V{vocab}\"}}{}",
             file.display().to_string(),
             if k + 1 < corpora.len() { "," } else { "" }
         )?;

@@ -5,14 +5,18 @@
 //!
 //! - **bytes first**: IDs `0..256` are the bytes, so no text is ever unknown;
 //!   every other token is a merge of two earlier ones ([`Bpe`]);
-//! - **pre-tokenisation** ([`split`]): a hand-written scanner with GPT-4's
-//!   rules, so merges never cross word boundaries;
+//! - **pre-tokenisation** ([`split`]): a hand-written scanner that cuts
+//!   text exactly as GPT-4's pattern does, in every script (Unicode
+//!   categories from a generated table), so merges never cross word
+//!   boundaries;
 //! - **training**: the plain [`train_reference()`] recounts every pair for every
-//!   merge; [`train_fast()`] (deduplicated pieces, incremental pair counts, a
-//!   lazy max-heap) learns the *same* merges, with the same tie-break, in a
-//!   fraction of a second per megabyte;
-//! - **encoding** by merge rank inside each piece, with a cache of pieces
-//!   already seen ([`Tokenizer::encode_ordinary`]); **special tokens** with
+//!   merge; [`train_fast()`] (deduplicated pieces, a position index updated
+//!   where the merged pair occurs, a lazy max-heap) learns the *same*
+//!   merges, with the same tie-break, in a fraction of a second per
+//!   megabyte;
+//! - **encoding** by merge rank inside each piece, in linear time however
+//!   long the piece, with a bounded cache of pieces already seen and a
+//!   keyed hash ([`Tokenizer::encode_ordinary`]); **special tokens** with
 //!   an explicit policy ([`Tokenizer::encode`], [`AllowedSpecial`]);
 //! - **decoding**: exact bytes, a lossy string, and a [`StreamDecoder`] that
 //!   holds back half a character until the next token completes it;
@@ -21,7 +25,11 @@
 //!   ([`Tokenizer::to_tiktoken`], [`Tokenizer::from_tiktoken`]).
 //!
 //! Bad input (an unknown ID, a corrupt file, an impossible vocabulary size,
-//! an empty corpus) returns a [`TokenizerError`]; it never panics.
+//! an empty corpus) returns a [`TokenizerError`]; it never panics. Errors
+//! about a file name the file and the line. Hostile input costs time and
+//! memory in proportion to its size: files are read through a size limit
+//! and vocabularies have limits ([`bpe`]), and [`testing`] holds the inputs
+//! built to be slow, which the tests and benches run.
 //!
 //! ## Glossary
 //! `V` vocabulary size (bytes + merges + special tokens), `T` sequence length
