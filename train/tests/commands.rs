@@ -235,8 +235,25 @@ fn tokenize_shows_pieces_that_spell_the_text() {
         "{} tokens",
         tokenize(&m.tokenizer, "a red circle").len()
     )));
+    // a bad file is named once, with the line and what was wrong there
     std::fs::write(&file, "junk").unwrap();
-    assert!(err(args(Some(file)).execute()).contains("tok.txt"));
+    let message = err(args(Some(file.clone())).execute());
+    assert_eq!(message.matches("tok.txt").count(), 1, "{message}");
+    assert!(
+        message.contains("line 1: expected \"bpe-tokenizer ...\""),
+        "{message}"
+    );
+    std::fs::write(
+        &file,
+        "bpe-tokenizer 1\nsplit gpt4\nmerges 1\n97 x\nspecials 0\n",
+    )
+    .unwrap();
+    let message = err(args(Some(file)).execute());
+    assert_eq!(message.matches("tok.txt").count(), 1, "{message}");
+    assert!(
+        message.contains("line 4: expected two token ids"),
+        "{message}"
+    );
     assert!(err(args(None).execute()).contains("no/such/run: not a run folder"));
     std::fs::remove_dir_all(dir).unwrap();
 }

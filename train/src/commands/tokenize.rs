@@ -43,6 +43,8 @@ impl TokenizeArgs {
                     path: path.clone(),
                     source: std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"),
                 })?;
+                // from the text, not `Tokenizer::load`, which would name the
+                // file a second time: the path is added here, once
                 Tokenizer::from_text(&text).map_err(|source| CommandError::Tokenizer {
                     path: path.clone(),
                     source,
