@@ -616,7 +616,7 @@ pub fn train_vlm_on(
             let text = model::read_limited(&tokenizer_path, model::checkpoint::MAX_TEXT_FILE_BYTES)
                 .map_err(run::io(&tokenizer_path))?;
             let tokenizer = Tokenizer::from_text(&String::from_utf8_lossy(&text))
-                .map_err(RunError::Tokenizer)?;
+                .map_err(|e| RunError::Tokenizer(e.in_file(&tokenizer_path)))?;
             (config, tokenizer)
         }
     };

@@ -125,6 +125,19 @@ fn the_micro_recipe_trains_resumes_answers_and_chats() {
         "{}",
         text(&wrong.stderr)
     );
+    // a damaged tokenizer file is named, with its line
+    std::fs::write(
+        run.join("tokenizer.txt"),
+        "bpe-tokenizer 1\nsplit gpt4\nmerges 1\n97 x\nspecials 0\n",
+    )
+    .unwrap();
+    let damaged = train(&["vlm", "--resume", "--out", out, "--name", "m"], None);
+    assert!(!damaged.status.success());
+    assert!(
+        text(&damaged.stderr).contains("tokenizer.txt: line 4: expected two token ids"),
+        "{}",
+        text(&damaged.stderr)
+    );
     std::fs::remove_dir_all(Path::new(&dir)).unwrap();
 }
 
