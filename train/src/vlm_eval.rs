@@ -181,6 +181,37 @@ pub fn evaluate_vlm(vlm: &Vlm, tokenizer: &Tokenizer, data: &QaData, count: usiz
 }
 // ANCHOR_END: evaluate_vlm
 
+/// A one-line check during training: accuracy per family on `count`
+/// conversations of seen and of held-out pairs (`seen/held-out`).
+pub fn progress_line(vlm: &Vlm, tokenizer: &Tokenizer, data: &QaData, count: usize) -> String {
+    let mut scored = Vec::new();
+    for split in &Split::EVAL[..2] {
+        let (examples, images) = data.eval_set(*split, count);
+        let answers = answer_turns(vlm, tokenizer, &examples, &images.view());
+        let turns = examples.iter().flat_map(|e| e.conversation.turns.iter());
+        for (turn, answer) in turns.zip(answers) {
+            scored.push((turn.meta, exact_match(&answer, &turn.assistant)));
+        }
+    }
+    let table = accuracy_table(&scored);
+    let mut line = String::new();
+    for family in Family::ALL {
+        let cell = |c| {
+            table
+                .get(family.name(), c)
+                .and_then(|t| t.accuracy())
+                .map_or("-".to_string(), |a| format!("{:.0}", 100.0 * a))
+        };
+        line.push_str(&format!(
+            "{} {}/{}  ",
+            family.name(),
+            cell(crate::data::answers::Column::Seen),
+            cell(crate::data::answers::Column::HeldOut)
+        ));
+    }
+    line
+}
+
 /// The attention of the first answer position over the image tokens:
 /// every block's weights of the `<|assistant|>` position (which predicts
 /// the first answer token) over the image positions, averaged over heads
@@ -223,4 +254,292 @@ pub fn answer_attention(
         }
     }
     Some(map / layers.max(1) as f32)
+}
+
+/// How much of each attribute a linear read-out finds in the tower's
+/// tokens of one cell (the four grid positions a 2×2 pixel shuffle
+/// stacks), on scenes of 1 to 6 objects: accuracy on occupied cells for
+/// shape, colour and size, on all cells for occupied or empty.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ProbeReport {
+    pub shape: f32,
+    pub colour: f32,
+    pub size: f32,
+    pub occupied: f32,
+    /// Shape accuracy on the held-out pairs' objects.
+    pub held_out_shape: f32,
+}
+
+/// What is in one cell of a scene, as the probe's classes.
+#[derive(Debug, Clone, Copy, Default)]
+struct CellLabel {
+    occupied: bool,
+    shape: usize,
+    colour: usize,
+    size: usize,
+    held_out: bool,
+}
+
+/// Per-cell features and labels of `count` scenes: `[cells, 4·C]`.
+fn cell_features(
+    tower: &model::ImageEncoder,
+    world: &crate::data::World,
+    side: usize,
+    count: usize,
+    pairs: crate::data::scenes::Pairs,
+    seed: u64,
+) -> (Array2<f32>, Vec<CellLabel>) {
+    use crate::data::scenes::{Cell, Colours, GRID, MAX_OBJECTS, sample_scene};
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut feats = Vec::new();
+    let mut labels = Vec::new();
+    let chunk = 64;
+    let mut done = 0;
+    while done < count {
+        let n = chunk.min(count - done);
+        let mut images = Array4::<f32>::zeros((n, 3, side, side));
+        let mut scenes = Vec::new();
+        for b in 0..n {
+            let k = rng.random_range(1..=MAX_OBJECTS);
+            let scene = sample_scene(world, k, Colours::Free, pairs, &mut rng);
+            images
+                .slice_mut(s![b, .., .., ..])
+                .assign(&scene.render(side, &mut rng));
+            scenes.push(scene);
+        }
+        let (out, _) = tower.forward(&images);
+        let (_, tokens, width) = out.tokens.dim();
+        let grid = tokens.isqrt();
+        let per = grid / GRID; // tower positions per cell side
+        for (b, scene) in scenes.iter().enumerate() {
+            for cell in Cell::ALL {
+                let mut f = Vec::with_capacity(per * per * width);
+                for dy in 0..per {
+                    for dx in 0..per {
+                        let t = (cell.row * per + dy) * grid + cell.col * per + dx;
+                        f.extend(out.tokens.slice(s![b, t, ..]).iter());
+                    }
+                }
+                feats.push(f);
+                let o = scene.objects().iter().find(|o| o.cell == cell);
+                labels.push(o.map_or(CellLabel::default(), |o| CellLabel {
+                    occupied: true,
+                    shape: o.shape as usize,
+                    colour: o.colour as usize,
+                    size: o.size as usize,
+                    held_out: crate::data::is_held_out(o.shape, o.colour),
+                }));
+            }
+        }
+        done += n;
+    }
+    let d = feats[0].len();
+    let x = Array2::from_shape_vec((feats.len(), d), feats.concat()).expect("rows of one width");
+    (x, labels)
+}
+
+/// Solves `(XᵀX + λI) W = XᵀY` by Cholesky (X with a column of ones).
+fn ridge(x: &Array2<f32>, y: &Array2<f32>, lambda: f64) -> Array2<f64> {
+    let (n, d) = x.dim();
+    let mut xa = Array2::<f64>::ones((n, d + 1));
+    xa.slice_mut(s![.., ..d]).assign(&x.mapv(f64::from));
+    let mut a = xa.t().dot(&xa);
+    for i in 0..d {
+        a[[i, i]] += lambda * n as f64;
+    }
+    let mut b = xa.t().dot(&y.mapv(f64::from));
+    // Cholesky: a = L Lᵀ
+    let m = d + 1;
+    let mut l = Array2::<f64>::zeros((m, m));
+    for i in 0..m {
+        for j in 0..=i {
+            let mut sum = a[[i, j]];
+            for k in 0..j {
+                sum -= l[[i, k]] * l[[j, k]];
+            }
+            if i == j {
+                l[[i, i]] = sum.max(1e-12).sqrt();
+            } else {
+                l[[i, j]] = sum / l[[j, j]];
+            }
+        }
+    }
+    // forward then back substitution, column by column of b
+    for c in 0..b.ncols() {
+        for i in 0..m {
+            let mut sum = b[[i, c]];
+            for k in 0..i {
+                sum -= l[[i, k]] * b[[k, c]];
+            }
+            b[[i, c]] = sum / l[[i, i]];
+        }
+        for i in (0..m).rev() {
+            let mut sum = b[[i, c]];
+            for k in i + 1..m {
+                sum -= l[[k, i]] * b[[k, c]];
+            }
+            b[[i, c]] = sum / l[[i, i]];
+        }
+    }
+    b
+}
+
+/// Accuracy of a ridge read-out of `classes` trained on `(xa, ya)` rows
+/// where `keep`, tested on `(xb, yb)` rows where `keep_test`.
+fn probe_accuracy(
+    train: (&Array2<f32>, &[usize], &[bool]),
+    test: (&Array2<f32>, &[usize], &[bool]),
+    classes: usize,
+    mean: &ndarray::Array1<f32>,
+    std: &ndarray::Array1<f32>,
+) -> f32 {
+    let pick = |x: &Array2<f32>, keep: &[bool]| -> Array2<f32> {
+        let rows: Vec<usize> = (0..x.nrows()).filter(|&i| keep[i]).collect();
+        let mut out = x.select(Axis(0), &rows);
+        out -= mean;
+        out /= std;
+        out
+    };
+    let xa = pick(train.0, train.2);
+    let ya_labels: Vec<usize> = (0..train.1.len())
+        .filter(|&i| train.2[i])
+        .map(|i| train.1[i])
+        .collect();
+    let mut ya = Array2::<f32>::zeros((xa.nrows(), classes));
+    for (i, &c) in ya_labels.iter().enumerate() {
+        ya[[i, c]] = 1.0;
+    }
+    let w = ridge(&xa, &ya, 1e-3);
+    let xb = pick(test.0, test.2);
+    let yb: Vec<usize> = (0..test.1.len())
+        .filter(|&i| test.2[i])
+        .map(|i| test.1[i])
+        .collect();
+    if yb.is_empty() {
+        return 0.0;
+    }
+    let d = xb.ncols();
+    let scores = xb.mapv(f64::from).dot(&w.slice(s![..d, ..])) + w.row(d);
+    let right = scores
+        .rows()
+        .into_iter()
+        .zip(&yb)
+        .filter(|(row, y)| {
+            let best = row
+                .iter()
+                .enumerate()
+                .fold(
+                    (0, f64::NEG_INFINITY),
+                    |m, (i, &v)| if v > m.1 { (i, v) } else { m },
+                );
+            best.0 == **y
+        })
+        .count();
+    right as f32 / yb.len() as f32
+}
+
+/// A linear probe of the tower: least-squares read-outs of each cell's
+/// tokens, trained on `train` scenes of seen pairs, tested on `test` others
+/// (and on scenes holding a held-out pair).
+pub fn probe_tower(
+    tower: &model::ImageEncoder,
+    world: &crate::data::World,
+    side: usize,
+    train: usize,
+    test: usize,
+) -> ProbeReport {
+    use crate::data::scenes::Pairs;
+    let (xa, la) = cell_features(tower, world, side, train, Pairs::Seen, 1);
+    let (xb, lb) = cell_features(tower, world, side, test, Pairs::Seen, 2);
+    let (xh, lh) = cell_features(tower, world, side, test, Pairs::HeldOut, 3);
+    let mean = xa.mean_axis(Axis(0)).expect("rows");
+    let std = xa.std_axis(Axis(0), 0.0).mapv(|s| s.max(1e-6));
+    let col =
+        |l: &[CellLabel], f: fn(&CellLabel) -> usize| -> Vec<usize> { l.iter().map(f).collect() };
+    let occ = |l: &[CellLabel]| -> Vec<bool> { l.iter().map(|x| x.occupied).collect() };
+    let all = |l: &[CellLabel]| vec![true; l.len()];
+    let (oa, ob) = (occ(&la), occ(&lb));
+    let acc = |f: fn(&CellLabel) -> usize, classes| {
+        probe_accuracy(
+            (&xa, &col(&la, f), &oa),
+            (&xb, &col(&lb, f), &ob),
+            classes,
+            &mean,
+            &std,
+        )
+    };
+    let held: Vec<bool> = lh.iter().map(|x| x.occupied && x.held_out).collect();
+    ProbeReport {
+        shape: acc(|x| x.shape, world.shapes),
+        colour: acc(|x| x.colour, world.colours),
+        size: acc(|x| x.size, 2),
+        occupied: probe_accuracy(
+            (&xa, &col(&la, |x| usize::from(x.occupied)), &all(&la)),
+            (&xb, &col(&lb, |x| usize::from(x.occupied)), &all(&lb)),
+            2,
+            &mean,
+            &std,
+        ),
+        held_out_shape: probe_accuracy(
+            (&xa, &col(&la, |x| x.shape), &oa),
+            (&xh, &col(&lh, |x| x.shape), &held),
+            world.shapes,
+            &mean,
+            &std,
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    #[test]
+    fn ridge_recovers_a_linear_map_and_its_offset() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let x = Array2::from_shape_fn((200, 5), |_| rng.random_range(-1.0f32..1.0));
+        let w = Array2::from_shape_fn((5, 3), |(i, j)| (i as f32 - 2.0) * 0.5 + j as f32);
+        let y = x.dot(&w) + 0.25;
+        let fit = ridge(&x, &y, 1e-9);
+        for ((i, j), &v) in w.indexed_iter() {
+            assert!((fit[[i, j]] - f64::from(v)).abs() < 1e-3, "w[{i},{j}]");
+        }
+        for j in 0..3 {
+            assert!((fit[[5, j]] - 0.25).abs() < 1e-3, "offset {j}");
+        }
+    }
+
+    #[test]
+    fn a_probe_reads_classes_a_linear_map_separates() {
+        // one-hot class features with noise: a linear read-out finds them all
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let make = |n: usize, rng: &mut rand::rngs::StdRng| {
+            let labels: Vec<usize> = (0..n).map(|i| i % 4).collect();
+            let x = Array2::from_shape_fn((n, 6), |(i, j)| {
+                f32::from(u8::from(labels[i] == j)) + rng.random_range(-0.1f32..0.1)
+            });
+            (x, labels)
+        };
+        let (xa, la) = make(200, &mut rng);
+        let (xb, lb) = make(100, &mut rng);
+        let keep_a = vec![true; 200];
+        let keep_b = vec![true; 100];
+        let mean = xa.mean_axis(Axis(0)).expect("rows");
+        let std = xa.std_axis(Axis(0), 0.0).mapv(|s| s.max(1e-6));
+        let acc = probe_accuracy((&xa, &la, &keep_a), (&xb, &lb, &keep_b), 4, &mean, &std);
+        assert_eq!(acc, 1.0);
+        // labels the features do not hold are read at about chance
+        let shuffled: Vec<usize> = (0..200).map(|i| (i * 7 / 3) % 4).collect();
+        let test: Vec<usize> = (0..100).map(|i| (i * 5 / 2) % 4).collect();
+        let acc = probe_accuracy(
+            (&xa, &shuffled, &keep_a),
+            (&xb, &test, &keep_b),
+            4,
+            &mean,
+            &std,
+        );
+        assert!(acc < 0.6, "{acc}");
+    }
 }

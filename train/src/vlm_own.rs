@@ -33,7 +33,9 @@ use crate::data::qa_folder::{QUESTIONS_FILE, QuestionData};
 use crate::data::questions::chat_tokenizer;
 use crate::run::RunError;
 use crate::vlm_eval::answer_turns_of;
-use crate::vlm_run::{MAX_CONVERSATION_TOKENS, Stage, VlmData, VlmRunConfig};
+use crate::vlm_run::{
+    AnswerWeights, MAX_CONVERSATION_TOKENS, Stage, VlmData, VlmRunConfig, per_turn,
+};
 use crate::vlm_step::ChatBatch;
 use crate::{Batch, Tokens};
 
@@ -47,6 +49,7 @@ pub struct OwnVlmData {
     captions: Option<FolderData>,
     seed: u64,
     batch: [usize; 4], // each stage's batch size
+    answer_weights: AnswerWeights,
 }
 
 impl OwnVlmData {
@@ -90,6 +93,7 @@ impl OwnVlmData {
                 config.align.batch_size,
                 config.instruct.batch_size,
             ],
+            answer_weights: config.answer_weights,
         })
     }
 
@@ -231,6 +235,8 @@ impl VlmData for OwnVlmData {
                     });
                 if all_tokens {
                     chat.weights.fill(1.0);
+                } else if self.answer_weights == AnswerWeights::PerTurn {
+                    per_turn(&mut chat.weights);
                 }
                 chat.ids.truncate(MAX_CONVERSATION_TOKENS);
                 chat.weights.truncate(MAX_CONVERSATION_TOKENS);

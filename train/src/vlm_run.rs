@@ -48,7 +48,7 @@ use tokenizer::Tokenizer;
 
 use crate::adamw::{AdamW, AdamWState};
 use crate::data::questions::{Example, Family, QaData};
-use crate::data::scenes::{Colours, Pairs, SceneConfig, sample_scene};
+use crate::data::scenes::{Colours, GRID, Pairs, SceneConfig, sample_scene};
 use crate::data::{World, mix};
 use crate::run::{
     self, CHECKPOINT_DIR, HISTORY_FILE, Progress, RunError, checkpoint_dir, checkpoint_error,
@@ -181,6 +181,37 @@ pub struct VlmRunConfig {
     /// captions needs.
     #[serde(default)]
     pub vision_from: Option<PathBuf>,
+    /// Stage 1's first steps show one object at a time, on a canvas of one
+    /// cell of the grid (its caption without a place): the tower learns
+    /// shapes where nothing else tells captions apart.
+    #[serde(default)]
+    pub clip_single_steps: usize,
+    /// Weight of stage 1's captioning loss (the contrastive loss weighs 1).
+    #[serde(default = "default_caption_weight")]
+    pub clip_caption_weight: f32,
+    /// How the answer loss of stages 3 and 4 weighs the turns.
+    #[serde(default)]
+    pub answer_weights: AnswerWeights,
+    /// Print the accuracy per family on a few conversations every this many
+    /// steps of stage 4 (0: never; the time is not counted as training).
+    #[serde(default)]
+    pub instruct_eval_interval: usize,
+}
+
+/// How the answer loss counts the turns of a batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum AnswerWeights {
+    /// Every answer token counts once: a 40-token caption weighs 20 times a
+    /// yes/no answer (and its `<|end|>`).
+    #[default]
+    PerToken,
+    /// Every turn's answer counts once, its tokens sharing the weight.
+    PerTurn,
+}
+
+fn default_caption_weight() -> f32 {
+    2.0
 }
 // ANCHOR_END: vlm_run_config
 
@@ -220,6 +251,10 @@ impl Default for VlmRunConfig {
             clip_size: crate::ModelSize::Tiny,
             data: None,
             vision_from: None,
+            clip_single_steps: 0,
+            clip_caption_weight: 2.0,
+            answer_weights: AnswerWeights::PerToken,
+            instruct_eval_interval: 0,
         }
     }
 }
@@ -700,6 +735,7 @@ impl VlmData for Generated<'_> {
                     tokens,
                     ImageSlot::Forbidden,
                     true,
+                    config.answer_weights,
                 )
             }
             Stage::Align => {
@@ -713,6 +749,7 @@ impl VlmData for Generated<'_> {
                     tokens,
                     ImageSlot::Required,
                     false,
+                    config.answer_weights,
                 )
             }
             Stage::Instruct => {
@@ -725,6 +762,7 @@ impl VlmData for Generated<'_> {
                     tokens,
                     ImageSlot::Required,
                     false,
+                    config.answer_weights,
                 )
             }
         }
@@ -763,6 +801,7 @@ fn clip_run_config(config: &VlmRunConfig) -> RunConfig {
         world: config.world,
         eval_interval: 0,
         checkpoint_interval: config.checkpoint_interval,
+        caption_weight: config.clip_caption_weight,
         ..RunConfig::default()
     }
 }
@@ -772,17 +811,41 @@ fn clip_run_config(config: &VlmRunConfig) -> RunConfig {
 /// of objects (any colours; only pairs training may show) and their captions.
 fn clip_batch(config: &VlmRunConfig, tokens: &crate::Tokens, step: u64) -> Batch {
     let c = &config.clip;
-    let max = c.max_objects(step as usize, config.max_objects);
+    let single = (step as usize) < config.clip_single_steps;
+    let max = c.max_objects(
+        (step as usize).saturating_sub(config.clip_single_steps),
+        config.max_objects,
+    );
     let mut rng = StdRng::seed_from_u64(mix(config.seed ^ 0xC11F, step));
-    let mut images = Array4::zeros((c.batch_size, 3, config.side, config.side));
+    let side = if single {
+        config.side / GRID
+    } else {
+        config.side
+    };
+    let mut images = Array4::zeros((c.batch_size, 3, side, side));
     let mut captions = Vec::with_capacity(c.batch_size);
     for b in 0..c.batch_size {
-        let n = rand::Rng::random_range(&mut rng, 1..=max);
+        let n = if single {
+            1
+        } else {
+            rand::Rng::random_range(&mut rng, 1..=max)
+        };
         let scene = sample_scene(&config.world, n, Colours::Free, Pairs::Seen, &mut rng);
-        images
-            .slice_mut(s![b, .., .., ..])
-            .assign(&scene.render(config.side, &mut rng));
-        captions.push(scene.caption());
+        let image = scene.render(config.side, &mut rng);
+        if single {
+            // the object's own cell, and its caption without the place
+            let o = scene.objects()[0];
+            let (y, x) = (o.cell.row * side, o.cell.col * side);
+            images.slice_mut(s![b, .., .., ..]).assign(&image.slice(s![
+                ..,
+                y..y + side,
+                x..x + side
+            ]));
+            captions.push(o.words());
+        } else {
+            images.slice_mut(s![b, .., .., ..]).assign(&image);
+            captions.push(scene.caption());
+        }
     }
     let (tokens, lengths) = tokens.encode(&captions);
     Batch {
@@ -850,6 +913,7 @@ fn chat_batch(
     tokens: &ChatTokens,
     slot: ImageSlot,
     all_tokens: bool,
+    answer_weights: AnswerWeights,
 ) -> ChatBatch {
     let encoded: Vec<_> = examples
         .iter()
@@ -865,6 +929,8 @@ fn chat_batch(
             if all_tokens {
                 // the text-only model learns the whole language, questions too
                 chat.weights.fill(1.0);
+            } else if answer_weights == AnswerWeights::PerTurn {
+                per_turn(&mut chat.weights);
             }
             chat.ids.truncate(MAX_CONVERSATION_TOKENS);
             chat.weights.truncate(MAX_CONVERSATION_TOKENS);
@@ -878,6 +944,26 @@ fn chat_batch(
         weights,
     }
 }
+
+// ANCHOR: per_turn
+/// Shares each turn's weight among its answer tokens: every run of
+/// weighted tokens (one answer and its `<|end|>`) sums to 1.
+pub(crate) fn per_turn(weights: &mut [f32]) {
+    let mut start = 0;
+    while start < weights.len() {
+        if weights[start] == 0.0 {
+            start += 1;
+            continue;
+        }
+        let end = (start..weights.len())
+            .find(|&i| weights[i] == 0.0)
+            .unwrap_or(weights.len());
+        let share = 1.0 / (end - start) as f32;
+        weights[start..end].fill(share);
+        start = end;
+    }
+}
+// ANCHOR_END: per_turn
 
 /// A stage's data at `step`: `families` (None: all), the curriculum's objects.
 fn stage_examples(
@@ -944,6 +1030,7 @@ fn train_text(
                 Some(config.max_grad_norm),
             )
         },
+        None,
     )
 }
 
@@ -1014,6 +1101,7 @@ fn train_align(
                 Some(config.max_grad_norm),
             )
         },
+        None,
     )
 }
 
@@ -1069,6 +1157,10 @@ fn train_instruct(
                 Some(config.max_grad_norm),
             )
         },
+        Some((config.instruct_eval_interval, &|vlm: &Vlm| {
+            let data = config.qa_data();
+            crate::vlm_eval::progress_line(vlm, tokenizer, &data, 100)
+        })),
     )
 }
 
@@ -1086,6 +1178,10 @@ fn say(progress: Progress, line: &str) {
         crate::commands::note(line);
     }
 }
+
+/// Every this many steps, a line about the model in training (not counted
+/// as training time).
+type Report<'a, M> = Option<(usize, &'a dyn Fn(&M) -> String)>;
 
 // ANCHOR: chat_loop
 /// The loop of stages 2 to 4: `step` from the state's step to the stage's
@@ -1107,6 +1203,7 @@ fn chat_loop<M: StageModel>(
         usize,
         &Schedule,
     ) -> Result<crate::ChatStepStats, crate::StepError>,
+    report: Report<'_, M>,
 ) -> Result<(), RunError> {
     let steps = stage_config.steps;
     if checkpoint_dir(dir).is_some() && state.step >= steps {
@@ -1147,6 +1244,15 @@ fn chat_loop<M: StageModel>(
             save_chat(dir, state, tokenizer, vlm_config)?;
             state.history.train_seconds -= started.elapsed().as_secs_f64();
             last_checkpoint = Some(state.step);
+        }
+        if let Some((every, report)) = report
+            && every > 0
+            && state.step.is_multiple_of(every)
+        {
+            state.history.train_seconds += started.elapsed().as_secs_f64();
+            let line = report(&state.model);
+            crate::commands::note(&format!("{} step {}: {line}", stage.folder(), state.step));
+            state.history.train_seconds -= started.elapsed().as_secs_f64();
         }
     }
     if steps == 0 {
@@ -1373,6 +1479,18 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("vlm-run-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         dir
+    }
+
+    #[test]
+    fn per_turn_weights_give_every_answer_the_same_total() {
+        // a 3-token answer, a 1-token answer, a 2-token answer at the end
+        let mut w = [0.0, 1.0, 1.0, 1.0, 0.0, 0.0, 1.0, 0.0, 1.0, 1.0];
+        per_turn(&mut w);
+        let third = 1.0 / 3.0;
+        assert_eq!(w, [0.0, third, third, third, 0.0, 0.0, 1.0, 0.0, 0.5, 0.5]);
+        let mut none = [0.0; 4];
+        per_turn(&mut none);
+        assert_eq!(none, [0.0; 4]);
     }
 
     /// The final model's every weight, as bits.

@@ -110,6 +110,17 @@ impl Placed {
         (self.shape, self.colour)
     }
 
+    /// `a big red circle`: the object without its place.
+    pub fn words(&self) -> String {
+        format!(
+            "{} {} {} {}",
+            article(self.size.word()),
+            self.size.word(),
+            self.colour.word(),
+            self.shape.word(),
+        )
+    }
+
     /// `a big red circle in the top left`
     pub fn caption(&self) -> String {
         format!(
