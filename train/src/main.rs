@@ -50,10 +50,11 @@ enum Command {
         /// Where to write the figures (default: <run>/figures).
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Prefix of the image links in cross_attention/gallery.md (e.g.
-        /// generated/figures/ when a book chapter includes it).
-        #[arg(long, default_value = "../")]
-        link_base: String,
+        /// Prefix of the pictures' paths in the Markdown files written
+        /// (e.g. generated/figures/ when a book chapter includes them;
+        /// default: the paths from where the files are written).
+        #[arg(long)]
+        link_base: Option<String>,
     },
     // the `use` commands: caption, classify, search, tokenize, ask, chat, dataset export
     #[command(flatten)]
@@ -424,9 +425,20 @@ fn main() -> ExitCode {
             run,
             out,
             link_base,
-        }) => train::plot::plot_run_linked(run, out.as_deref(), link_base)
-            .map(|report| report.to_string())
-            .map_err(Into::into),
+        }) if train::vlm_run::holds_vlm_run(run) => {
+            train::plot::vlm::plot_vlm_run(run, out.as_deref(), link_base.as_deref().unwrap_or(""))
+                .map(|report| report.to_string())
+                .map_err(Into::into)
+        }
+        Some(Command::Plot {
+            run,
+            out,
+            link_base,
+        }) => {
+            train::plot::plot_run_linked(run, out.as_deref(), link_base.as_deref().unwrap_or("../"))
+                .map(|report| report.to_string())
+                .map_err(Into::into)
+        }
         Some(Command::Ablate { steps, seeds, out }) => {
             let steps = steps.unwrap_or(RunConfig::default().steps);
             let seeds: Vec<u64> = (0..*seeds as u64).collect();

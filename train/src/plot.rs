@@ -9,7 +9,8 @@
 //!   and laid over the image, tiles assembled into one picture;
 //! - [`vectors`]: what the learned vectors look like: nearest neighbours of
 //!   the token embeddings, and a word's vector in different sentences;
-//! - [`figures`]: [`plot_run`], every figure of a run folder.
+//! - [`figures`]: [`plot_run`], every figure of a run folder;
+//! - [`vlm`]: [`vlm::plot_vlm_run`], every figure of a multimodal run.
 //!
 //! ## Shapes
 //! `N` points or image tokens, `E` the shared space, `side × side` the grid
@@ -20,6 +21,7 @@ pub mod figures;
 pub mod overlay;
 pub mod pca;
 pub mod vectors;
+pub mod vlm;
 
 pub use charts::{ScatterPoint, heatmap_svg, heatmap_svg_axis, loss_svg, scatter_svg};
 pub use figures::{

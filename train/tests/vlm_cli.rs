@@ -69,6 +69,36 @@ fn the_micro_recipe_trains_resumes_answers_and_chats() {
     assert!(resumed.status.success(), "{}", text(&resumed.stderr));
     let eval = train(&["eval", run_s], None);
     assert!(eval.status.success(), "{}", text(&eval.stderr));
+    // its figures and tables
+    let figures = dir.join("figures");
+    let plot = train(
+        &[
+            "plot",
+            run_s,
+            "--out",
+            figures.to_str().unwrap(),
+            "--link-base",
+            "x/",
+        ],
+        None,
+    );
+    assert!(plot.status.success(), "{}", text(&plot.stderr));
+    for name in [
+        "stages.svg",
+        "probe.md",
+        "gallery.png",
+        "answer_attention.png",
+    ] {
+        assert!(figures.join(name).is_file(), "{name}");
+    }
+    let results = std::fs::read_to_string(figures.join("results.md")).unwrap();
+    assert!(
+        results.contains("| attribute |") && results.contains("| all |"),
+        "{results}"
+    );
+    let gallery = std::fs::read_to_string(figures.join("gallery.md")).unwrap();
+    assert!(gallery.contains("](x/gallery.png)"), "{gallery}");
+    assert!(gallery.contains('✓') || gallery.contains('✗'), "{gallery}");
     // a picture to talk about
     let export = train(
         &[

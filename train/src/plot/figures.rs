@@ -217,7 +217,7 @@ pub fn plot_run_linked(
     Ok(report)
 }
 
-fn write_text(
+pub(super) fn write_text(
     out: &Path,
     name: &str,
     text: &str,
@@ -232,14 +232,14 @@ fn write_text(
     Ok(())
 }
 
-fn create_dir(dir: &Path) -> Result<(), PlotError> {
+pub(super) fn create_dir(dir: &Path) -> Result<(), PlotError> {
     std::fs::create_dir_all(dir).map_err(|source| PlotError::Io {
         path: dir.to_path_buf(),
         source,
     })
 }
 
-fn save_png(
+pub(super) fn save_png(
     path: &Path,
     picture: &image::RgbImage,
     report: &mut PlotReport,
