@@ -215,6 +215,7 @@ fn default_caption_weight() -> f32 {
 }
 // ANCHOR_END: vlm_run_config
 
+// ANCHOR: vlm_run_default
 impl Default for VlmRunConfig {
     fn default() -> Self {
         let stage = |steps, lr, curriculum| StageConfig {
@@ -238,7 +239,7 @@ impl Default for VlmRunConfig {
             lm_width: 64,
             lm_depth: 3,
             lm_heads: 4,
-            clip: stage(600, 2e-3, 180),
+            clip: stage(1000, 2e-3, 180),
             lm: stage(300, 2e-3, 0),
             align: stage(200, 2e-3, 60),
             instruct: stage(1500, 1e-3, 450),
@@ -251,13 +252,14 @@ impl Default for VlmRunConfig {
             clip_size: crate::ModelSize::Tiny,
             data: None,
             vision_from: None,
-            clip_single_steps: 0,
+            clip_single_steps: 1000,
             clip_caption_weight: 2.0,
-            answer_weights: AnswerWeights::PerToken,
+            answer_weights: AnswerWeights::PerTurn,
             instruct_eval_interval: 0,
         }
     }
 }
+// ANCHOR_END: vlm_run_default
 
 /// The four stages, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
