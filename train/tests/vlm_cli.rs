@@ -97,7 +97,7 @@ fn the_micro_recipe_trains_resumes_answers_and_chats() {
         "{results}"
     );
     let gallery = std::fs::read_to_string(figures.join("gallery.md")).unwrap();
-    assert!(gallery.contains("](x/gallery.png)"), "{gallery}");
+    assert!(gallery.contains("\"x/gallery.png\""), "{gallery}");
     assert!(gallery.contains('✓') || gallery.contains('✗'), "{gallery}");
     // a picture to talk about
     let export = train(

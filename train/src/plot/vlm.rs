@@ -297,7 +297,7 @@ fn gallery(
 ) -> (image::RgbImage, String) {
     let mut tiles = Vec::new();
     let mut text = format!(
-        "![The gallery's pictures, numbered from the left]({link_base}gallery.png)\n\n\
+        "<img src=\"{link_base}gallery.png\" alt=\"the gallery's pictures, numbered from the left\">\n\n\
          | picture | question | answer | expected | blind |\n| ---: | --- | --- | --- | --- |\n"
     );
     for split in &Split::EVAL[..2] {
@@ -350,8 +350,8 @@ fn attention_figure(
     chosen.truncate(ATTENTION_SCENES);
     let mut rows = Vec::new();
     let mut text = format!(
-        "![Each row a picture, then the attention of the answer position when asked about \
-         each object]({link_base}answer_attention.png)\n\n\
+        "<img src=\"{link_base}answer_attention.png\" alt=\"each row a picture, then the \
+         attention of the answer position when asked about each object\">\n\n\
          | row | question | answer | expected |\n| ---: | --- | --- | --- |\n"
     );
     for (r, (k, example)) in chosen.iter().enumerate() {
