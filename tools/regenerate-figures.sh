@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Regenerates the book's figures and tables that come from a trained model:
 # the default run's results, the same recipe in the small world, the failure
-# cases, the ablation table, the plots of the model's insides and the
-# outputs of the chapter "Using the trained model". Unlike
+# cases, the ablation table, the plots of the model's insides, the
+# multimodal LLM's results and the outputs of the chapter "Using the
+# trained model". Unlike
 # tools/book-outputs.sh (deterministic, run by CI) this trains, so CI never
 # runs it; run it from a fresh clone before publishing the book, then commit
 # book/src/generated/.
@@ -18,7 +19,7 @@
 # that was cut short (runs/ablate/runs/<variant>/seed-<s>) first.
 #
 # A finished run is reused, not retrained: delete runs/default,
-# runs/small-world or runs/ablate to train them again.
+# runs/small-world, runs/ablate or runs/vlm to train them again.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -67,6 +68,19 @@ cp target/vit-figures/vit_cls_attention.png book/src/generated/figures/
 # 6. The chapter "Using the trained model": every command on the default run.
 cargo run --release -p train --example using -- runs/default
 
-# 7. The book still builds with what was written.
+# 7. The multimodal LLM (runs/vlm): the four stages, its results beside the
+#    blind and majority baselines, the tower's probe, the gallery and the
+#    answer attention; then ask and chat in the chapter "Using the trained
+#    model".
+if [ -f runs/vlm/metrics.json ]; then
+    echo "reusing the finished run in runs/vlm"
+else
+    cargo run --release -p train -- vlm
+fi
+cargo run --release -p train -- plot runs/vlm --out book/src/generated/multimodal/trained \
+    --link-base generated/multimodal/trained/
+cargo run --release -p train --example using_vlm -- runs/vlm
+
+# 8. The book still builds with what was written.
 python3 tools/check_book.py --book book
 echo "regenerated; review and commit book/src/generated/"
