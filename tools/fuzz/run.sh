@@ -4,7 +4,8 @@
 #   RUNS=100000 tools/fuzz/run.sh image    # one target, fewer inputs
 # Needs cargo-fuzz (`cargo install cargo-fuzz`) and a nightly compiler, or
 # the stable one with RUSTC_BOOTSTRAP=1 as here. New inputs go to
-# $WORK/<target> (not to the committed corpus); crashes to $WORK/artifacts.
+# $WORK/<target> (not to the committed corpus), crashes to $WORK/artifacts,
+# each target's whole log to $WORK/<target>.log.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 RUNS=${RUNS:-3000000}
@@ -22,5 +23,7 @@ for t in "${targets[@]}"; do
     mkdir -p "$WORK/$t"
     "$bin/$t" "$WORK/$t" "tools/fuzz/corpus/$t" -runs="$RUNS" -max_total_time="$SECONDS_EACH" \
         -rss_limit_mb=2048 -artifact_prefix="$WORK/artifacts/$t-" -print_final_stats=1 \
-        2>&1 | grep -E "^stat::number_of_executed_units|ERROR|panicked|Done" || true
+        >"$WORK/$t.log" 2>&1 || true
+    echo "== $t"
+    grep -E "^stat::|ERROR|panicked|DONE|Done" "$WORK/$t.log" || true
 done

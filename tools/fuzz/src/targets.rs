@@ -2,9 +2,10 @@
 //! takes any bytes, runs the loader the way the program does, and checks
 //! what a successful load promises (a round trip, finite values, a model
 //! that builds). None may panic. [`TARGETS`] lists them with the memory
-//! one input may take; the fuzzer (`tools/fuzz`, libFuzzer's
-//! `-malloc_limit_mb`) and the corpus replay in `cargo test`
-//! (`train/tests/fuzz_corpus.rs`, a counting allocator) both hold them to it.
+//! one input may take; the fuzz binaries (`tools/fuzz`, through
+//! `fuzz_loaders::check`) and the corpus replay in `cargo test`
+//! (`train/tests/fuzz_corpus.rs`) both hold them to it, counting every
+//! allocation with `train::memory::Counting`.
 //!
 //! This file is compiled twice: in the fuzz crate, and included by the
 //! replay test. It uses nothing but the workspace's crates and serde_json.
