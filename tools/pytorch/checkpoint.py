@@ -584,14 +584,19 @@ class Loaded:
 def checkpoint_folder(path):
     """A checkpoint folder, or a run folder's complete checkpoint (checkpoint/,
     or after a crash in the middle of a save checkpoint.new/ or checkpoint.old/,
-    as train::run::checkpoint_dir reads it)."""
+    as train::run::checkpoint_dir reads it); for a multimodal run, that of its
+    last stage, 4-instruct/."""
     if os.path.isfile(os.path.join(path, CONFIG_FILE)):
         return path
+    # a multimodal run (train vlm): its last stage's checkpoint is the model
+    stage = os.path.join(path, "4-instruct")
+    run = stage if os.path.isdir(stage) else path
     for name in ("checkpoint", "checkpoint.new", "checkpoint.old"):
-        if os.path.isdir(os.path.join(path, name)):
-            return os.path.join(path, name)
+        if os.path.isdir(os.path.join(run, name)):
+            return os.path.join(run, name)
     raise CheckpointError(f"{path}: neither a checkpoint folder (config.txt, model.safetensors, "
-                          "tokenizer.txt) nor a run folder holding checkpoint/")
+                          "tokenizer.txt) nor a run folder holding checkpoint/ (or "
+                          "4-instruct/checkpoint/ for a multimodal run)")
 
 
 def load(path):

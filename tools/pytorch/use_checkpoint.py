@@ -4,7 +4,7 @@ image.
 
     python tools/pytorch/use_checkpoint.py caption IMAGE... --run runs/default
     python tools/pytorch/use_checkpoint.py classify IMAGE --labels "red circle,blue square" --run runs/default
-    python tools/pytorch/use_checkpoint.py ask IMAGE --question "what colour is the circle ?" --run runs/vlm
+    python tools/pytorch/use_checkpoint.py ask IMAGE --question "what colour is the circle?" --run runs/vlm
 
 `caption` and `classify` read a CLIP + captioner run and print what
 `cargo run --release -p train -- caption|classify` prints: the greedy
@@ -12,8 +12,9 @@ caption with its log-probability, and the zero-shot ranking of the labels
 (each written into the prompt templates "a {}", "a photo of a {}", "an
 image of a {}", the prompts' embeddings averaged per label). `ask` reads a
 multimodal run and answers each --question in turn (one conversation about
-the image, greedy); for a text-only language model it answers without an
-image. --run takes a run folder or a checkpoint folder.
+the image, greedy), one answer a line, as `train chat` prints a scripted
+conversation and `train ask` one answer; for a text-only language model it
+answers without an image. --run takes a run folder or a checkpoint folder.
 
 Everything runs in float32, as the Rust code does, so the tokens and the
 printed probabilities agree; the last digit of a log-probability may differ
@@ -210,9 +211,10 @@ def main():
                 image = ours.load_image(args.image, image_size(loaded))
             for question, ids, finished, log_prob in converse(loaded, image, args.question,
                                                              args.max_answer):
-                end = "" if finished else " (cut)"
-                print(f"Q: {question}\nA: {loaded.tokenizer.decode(ids)}{end}  "
-                      f"[log p = {log_prob:.2f}]")
+                # one answer a line, as `train ask` and a scripted `train chat` print it
+                text = loaded.tokenizer.decode(ids).strip() or "(no answer)"
+                end = "" if finished else " (cut at the length limit)"
+                print(f"{text}{end}")
     except (ours.CheckpointError, ContextFull, ValueError) as e:
         sys.exit(str(e))
 
