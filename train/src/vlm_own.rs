@@ -33,9 +33,7 @@ use crate::data::qa_folder::{QUESTIONS_FILE, QuestionData};
 use crate::data::questions::chat_tokenizer;
 use crate::run::RunError;
 use crate::vlm_eval::answer_turns_of;
-use crate::vlm_run::{
-    AnswerWeights, MAX_CONVERSATION_TOKENS, Stage, VlmData, VlmRunConfig, per_turn,
-};
+use crate::vlm_run::{AnswerWeights, Stage, VlmData, VlmRunConfig, weighed};
 use crate::vlm_step::ChatBatch;
 use crate::{Batch, Tokens};
 
@@ -228,19 +226,12 @@ impl VlmData for OwnVlmData {
             .map(|turn| {
                 // the files were checked for role tokens when the tokenizer learnt them; a
                 // line that still does not encode (a forged role) is cut to its answer
-                let mut chat = encode_chat(tokenizer, tokens, std::slice::from_ref(turn), slot)
+                let chat = encode_chat(tokenizer, tokens, std::slice::from_ref(turn), slot)
                     .unwrap_or_else(|_| model::ChatExample {
                         ids: vec![tokens.user, tokens.assistant, tokens.end],
                         weights: vec![0.0, 0.0, 1.0],
                     });
-                if all_tokens {
-                    chat.weights.fill(1.0);
-                } else if self.answer_weights == AnswerWeights::PerTurn {
-                    per_turn(&mut chat.weights);
-                }
-                chat.ids.truncate(MAX_CONVERSATION_TOKENS);
-                chat.weights.truncate(MAX_CONVERSATION_TOKENS);
-                chat
+                weighed(chat, all_tokens, self.answer_weights)
             })
             .collect();
         let (ids, weights) = collate(&encoded, tokens.pad);

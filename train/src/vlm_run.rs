@@ -926,17 +926,9 @@ fn chat_batch(
                     turn.user = turn.user.replace(tokenizer::IMAGE, "").trim().to_string();
                 }
             }
-            let mut chat = encode_chat(tokenizer, tokens, &turns, slot)
+            let chat = encode_chat(tokenizer, tokens, &turns, slot)
                 .expect("generated conversations encode");
-            if all_tokens {
-                // the text-only model learns the whole language, questions too
-                chat.weights.fill(1.0);
-            } else if answer_weights == AnswerWeights::PerTurn {
-                per_turn(&mut chat.weights);
-            }
-            chat.ids.truncate(MAX_CONVERSATION_TOKENS);
-            chat.weights.truncate(MAX_CONVERSATION_TOKENS);
-            chat
+            weighed(chat, all_tokens, answer_weights)
         })
         .collect();
     let (ids, weights) = collate(&encoded, tokens.pad);
@@ -945,6 +937,25 @@ fn chat_batch(
         tokens: ids,
         weights,
     }
+}
+
+/// A stage's weights on an encoded conversation, cut to
+/// [`MAX_CONVERSATION_TOKENS`]: every token when `all_tokens` (the
+/// text-only model learns the whole language, questions too), else the
+/// answers', per token or per turn.
+pub(crate) fn weighed(
+    mut chat: model::ChatExample,
+    all_tokens: bool,
+    answer_weights: AnswerWeights,
+) -> model::ChatExample {
+    if all_tokens {
+        chat.weights.fill(1.0);
+    } else if answer_weights == AnswerWeights::PerTurn {
+        per_turn(&mut chat.weights);
+    }
+    chat.ids.truncate(MAX_CONVERSATION_TOKENS);
+    chat.weights.truncate(MAX_CONVERSATION_TOKENS);
+    chat
 }
 
 // ANCHOR: per_turn

@@ -7,7 +7,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-fn drawn<T, E: std::fmt::Debug>(r: Result<T, E>) -> T {
+pub(super) fn drawn<T, E: std::fmt::Debug>(r: Result<T, E>) -> T {
     // drawing into a String cannot fail; an error here is a bug in the chart
     r.expect("drawing an SVG into a string")
 }

@@ -15,6 +15,7 @@
 //!   where the position that writes the answer looks among the image
 //!   tokens.
 
+use super::charts::drawn;
 use super::figures::{PlotError, PlotReport, create_dir, save_png, write_text};
 use super::overlay::{normalise_max, overlay, tile_rows, upscale_nearest};
 use crate::data::answers::{AccuracyTable, Column, Tally, exact_match};
@@ -189,11 +190,6 @@ fn stages_svg(run: &Path) -> Result<String, PlotError> {
         drawn(root.present());
     }
     Ok(svg)
-}
-
-fn drawn<T, E: std::fmt::Debug>(r: Result<T, E>) -> T {
-    // drawing into a String cannot fail; an error here is a bug in the chart
-    r.expect("drawing an SVG into a string")
 }
 
 // ANCHOR: results_md
