@@ -76,6 +76,7 @@ pub mod plot;
 pub mod run;
 pub mod schedule;
 pub mod step;
+pub mod vlm_crossattn;
 pub mod vlm_eval;
 pub mod vlm_own;
 pub mod vlm_run;

@@ -137,15 +137,28 @@ fn answer_one(
 /// Evaluates `vlm` on `count` conversations of every split of `data`,
 /// with the blind and the majority baselines.
 pub fn evaluate_vlm(vlm: &Vlm, tokenizer: &Tokenizer, data: &QaData, count: usize) -> VlmReport {
+    evaluate_answers(data, count, |examples, images| {
+        answer_turns(vlm, tokenizer, examples, images)
+    })
+}
+
+/// [`evaluate_vlm`] for any model: `answer` answers every turn of the
+/// examples about the images, as [`answer_turns`] does (a blank picture
+/// for the blind baseline).
+pub fn evaluate_answers(
+    data: &QaData,
+    count: usize,
+    answer: impl Fn(&[Example], &ArrayView4<f32>) -> Vec<String>,
+) -> VlmReport {
     let mut scored = Vec::new();
     let mut blind_scored = Vec::new();
     let mut expected: Vec<(TurnMeta, String)> = Vec::new();
     let mut answered = Vec::new();
     for split in Split::EVAL {
         let (examples, images) = data.eval_set(split, count);
-        let answers = answer_turns(vlm, tokenizer, &examples, &images.view());
+        let answers = answer(&examples, &images.view());
         let blank = Array4::<f32>::zeros(images.dim());
-        let blind = answer_turns(vlm, tokenizer, &examples, &blank.view());
+        let blind = answer(&examples, &blank.view());
         let turns = examples.iter().flat_map(|e| e.conversation.turns.iter());
         for ((turn, answer), blind) in turns.zip(answers).zip(blind) {
             let correct = exact_match(&answer, &turn.assistant);

@@ -82,7 +82,7 @@ pub struct StageConfig {
 }
 
 impl StageConfig {
-    fn schedule(&self) -> Schedule {
+    pub fn schedule(&self) -> Schedule {
         Schedule {
             warmup: self.warmup,
             total: self.steps,

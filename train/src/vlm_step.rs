@@ -138,7 +138,7 @@ pub fn shifted_targets(
     (targets, target_weights)
 }
 
-fn check_loss(step: usize, loss: f32) -> Result<(), StepError> {
+pub(crate) fn check_loss(step: usize, loss: f32) -> Result<(), StepError> {
     if loss.is_finite() {
         Ok(())
     } else {
@@ -152,7 +152,7 @@ fn check_loss(step: usize, loss: f32) -> Result<(), StepError> {
 
 /// Clips to `max_grad_norm` (if given) and returns the norm before; a
 /// non-finite gradient is an error naming the first tensor that holds one.
-fn clip<P: Params>(
+pub(crate) fn clip<P: Params>(
     grads: &mut P,
     step: usize,
     max_grad_norm: Option<f32>,
