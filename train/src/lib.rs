@@ -19,7 +19,10 @@
 //!   `tokenize`, `dataset export`) and training on own data (a folder of
 //!   images with `captions.tsv`, [`data::folder`]).
 //! - [`ablate`]: short runs without one loss or with the other image tower;
-//!   [`failures`]: the held-out images the model captions wrongly.
+//!   [`failures`]: the held-out images the model captions wrongly;
+//!   [`vlm_ablate`]: the multimodal recipe without one of its stages, with
+//!   the tower unfrozen, the other mask, or the cross-attention decoder of
+//!   [`vlm_crossattn`] on the same conversations, over several seeds.
 //!
 //! ## Public API at a glance
 //! ```text
@@ -50,6 +53,7 @@
 //!   loss_svg(&steps), heatmap_svg(matrix, labels, title), scatter_svg(..); overlay(image, map), tile_rows(..)
 //!   cross_attention_maps(&model, image: [1,3,H,W], caption) -> per block, per word: [side, side]; vit_cls_maps
 //! ablate(out, &base, progress) -> Vec<AblationResult> (writes out/ablations.{md,json}, out/runs/<variant>/)
+//! vlm_ablate(out, &VlmAblateConfig, progress) -> VlmAblation (writes out/vlm-ablations.{md,json}, out/runs/<variant>/seed-<n>/)
 //! held_out_failures(&model, &tokenizer, &data, per_object) -> Failures; write_failures(run, out, link_base, max)
 //! ```
 //!
@@ -76,6 +80,7 @@ pub mod plot;
 pub mod run;
 pub mod schedule;
 pub mod step;
+pub mod vlm_ablate;
 pub mod vlm_crossattn;
 pub mod vlm_eval;
 pub mod vlm_own;

@@ -80,6 +80,14 @@ enum Command {
         #[arg(long, default_value = "runs/ablate")]
         out: PathBuf,
     },
+    /// Ablations of the multimodal recipe (`vlm`), each variant with
+    /// several seeds: no text-only pretraining, no alignment, everything
+    /// from scratch in one stage, the tower unfrozen, the prefix-LM mask,
+    /// and the cross-attention decoder on the same conversations. Stages a
+    /// variant shares with the baseline are trained once; run it again to
+    /// resume. Writes <out>/vlm-ablations.md, <out>/vlm-ablations.json and
+    /// <out>/runs/<variant>/seed-<n>/.
+    VlmAblate(VlmAblateArgs),
     /// The held-out images of a run whose greedy caption is wrong: writes
     /// <out>/failures.md and the images as <out>/failures/failure-NN.png.
     Failures {
@@ -96,6 +104,47 @@ enum Command {
         #[arg(long, default_value = "")]
         link_base: String,
     },
+}
+
+#[derive(Args, Debug)]
+struct VlmAblateArgs {
+    /// Folder of the ablation.
+    #[arg(long, default_value = "runs/vlm-ablate")]
+    out: PathBuf,
+    /// Seeds per variant (the recipe's seed and the ones after it).
+    #[arg(long, default_value_t = 3)]
+    seeds: usize,
+    /// Multiplies every stage's steps, warmup and curriculum: 0.25 runs
+    /// each stage a quarter as long.
+    #[arg(long, default_value_t = 1.0)]
+    scale: f64,
+    /// The variants to run, separated by commas (default: all; the
+    /// baseline always runs).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    variants: Vec<train::vlm_ablate::VlmVariant>,
+    /// Conversations per evaluation split (default: the recipe's).
+    #[arg(long)]
+    eval_count: Option<usize>,
+    /// Start from the micro recipe, small enough for a test.
+    #[arg(long)]
+    micro: bool,
+}
+
+impl VlmAblateArgs {
+    fn config(&self) -> train::vlm_ablate::VlmAblateConfig {
+        let d = train::vlm_ablate::VlmAblateConfig::default();
+        train::vlm_ablate::VlmAblateConfig {
+            seeds: self.seeds,
+            scale: self.scale,
+            micro: self.micro,
+            eval_count: self.eval_count,
+            variants: if self.variants.is_empty() {
+                d.variants
+            } else {
+                self.variants.clone()
+            },
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -450,6 +499,17 @@ fn main() -> ExitCode {
             )
             .map(|_| format!("wrote {}\n", out.join(train::ablate::TABLE_FILE).display()))
             .map_err(Into::into)
+        }
+        Some(Command::VlmAblate(args)) => {
+            train::vlm_ablate::vlm_ablate(&args.out, &args.config(), Progress::Bar)
+                .map(|ablation| {
+                    format!(
+                        "{}\nwrote {}\n",
+                        train::vlm_ablate::table(&ablation),
+                        args.out.join(train::vlm_ablate::TABLE_FILE).display()
+                    )
+                })
+                .map_err(Into::into)
         }
         Some(Command::Failures {
             run,
