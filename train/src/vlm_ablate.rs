@@ -921,8 +921,18 @@ mod tests {
         assert!(e.unwrap_err().to_string().contains("seeds"));
     }
 
-    /// Every file under `dir`, relative, with its bytes and modification time.
-    fn files(dir: &Path) -> Vec<(PathBuf, Vec<u8>, std::time::SystemTime)> {
+    /// Every file under `dir`, relative, with its bytes, its modification
+    /// time and (on Unix) its inode: a file taken over is the baseline's
+    /// very file, not a copy or one trained again.
+    fn files(dir: &Path) -> Vec<(PathBuf, Vec<u8>, std::time::SystemTime, u64)> {
+        #[cfg(unix)]
+        fn inode(meta: &std::fs::Metadata) -> u64 {
+            std::os::unix::fs::MetadataExt::ino(meta)
+        }
+        #[cfg(not(unix))]
+        fn inode(_: &std::fs::Metadata) -> u64 {
+            0
+        }
         let mut out = Vec::new();
         let mut stack = vec![dir.to_path_buf()];
         while let Some(d) = stack.pop() {
@@ -931,9 +941,10 @@ mod tests {
                 if path.is_dir() {
                     stack.push(path);
                 } else if !path.file_name().unwrap().to_string_lossy().starts_with('.') {
-                    let time = std::fs::metadata(&path).unwrap().modified().unwrap();
+                    let meta = std::fs::metadata(&path).unwrap();
                     let rel = path.strip_prefix(dir).unwrap().to_path_buf();
-                    out.push((rel, std::fs::read(&path).unwrap(), time));
+                    let bytes = std::fs::read(&path).unwrap();
+                    out.push((rel, bytes, meta.modified().unwrap(), inode(&meta)));
                 }
             }
         }
@@ -1000,7 +1011,7 @@ mod tests {
                         .join(CHECKPOINT_DIR),
                 )
             };
-            // taken over: the same bytes, written at the same moment (one file, linked)
+            // taken over: the same bytes, time and inode (one file, linked)
             for s in ["1-clip", "2-lm"] {
                 let shared = stage(VlmVariant::NoAlign, s);
                 assert!(!shared.is_empty());
@@ -1010,11 +1021,17 @@ mod tests {
                 stage(VlmVariant::CrossAttention, "1-clip"),
                 files(&baseline.join("1-clip").join(CHECKPOINT_DIR))
             );
-            // trained anew: written later
-            let own = stage(VlmVariant::NoAlign, "4-instruct");
-            let base = files(&baseline.join("4-instruct").join(CHECKPOINT_DIR));
-            assert_eq!(own.len(), base.len());
-            assert!(own.iter().zip(&base).all(|(a, b)| a.2 > b.2));
+            // trained anew: other weights (no alignment before)
+            let weights = |files: Vec<(PathBuf, Vec<u8>, _, _)>| {
+                files
+                    .into_iter()
+                    .find(|f| f.0.ends_with("model.safetensors"))
+                    .unwrap()
+                    .1
+            };
+            let own = weights(stage(VlmVariant::NoAlign, "4-instruct"));
+            let base = weights(files(&baseline.join("4-instruct").join(CHECKPOINT_DIR)));
+            assert_ne!(own, base);
             assert!(!stage(VlmVariant::CrossAttention, CROSS_STAGE).is_empty());
         }
         let run = |v| ablation.runs.iter().find(|r| r.variant == v).unwrap();
