@@ -31,8 +31,11 @@ fn micro(steps: usize) -> RunConfig {
     }
 }
 
+/// A fresh folder for one test, under cargo's scratch folder for
+/// integration tests (`target/tmp`): the next run starts by removing it,
+/// so runs that fail or are cut short leave nothing behind for long.
 fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("train-robust-{}-{name}", std::process::id()));
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("robust-{name}"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
