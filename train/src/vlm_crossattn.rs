@@ -587,22 +587,11 @@ pub fn clear_crossattn(run: &Path) -> Result<(), RunError> {
     if !run.exists() {
         return Ok(());
     }
-    let _lock = run::lock(run)?;
-    for stage in [Stage::Clip.folder(), CROSS_STAGE] {
-        let dir = run.join(stage);
-        if dir.exists() {
-            let _stage_lock = run::lock(&dir)?; // no training inside either
-            std::fs::remove_dir_all(&dir).map_err(run::io(&dir))?;
-        }
-    }
-    for name in [CROSS_RUN_FILE, VLM_TOKENIZER_FILE, VLM_METRICS_FILE] {
-        let path = run.join(name);
-        match std::fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(run::io(&path)(e)),
-            _ => {}
-        }
-    }
-    Ok(())
+    crate::vlm_run::remove_run(
+        run,
+        &[Stage::Clip.folder(), CROSS_STAGE],
+        &[CROSS_RUN_FILE, VLM_TOKENIZER_FILE, VLM_METRICS_FILE],
+    )
 }
 
 #[cfg(test)]

@@ -1419,15 +1419,28 @@ pub fn clear_vlm(run: &Path) -> Result<(), RunError> {
     if !holds_vlm_run(run) {
         return Ok(());
     }
+    remove_run(
+        run,
+        &Stage::ALL.map(Stage::folder),
+        &[VLM_RUN_FILE, VLM_TOKENIZER_FILE, VLM_METRICS_FILE],
+    )
+}
+
+/// Removes a staged run's stage folders and files (only those: nothing
+/// else in `run` is touched), holding the run's lock and each stage's.
+///
+/// # Errors
+/// [`RunError::Locked`] if a training writes it, [`RunError::Io`].
+pub(crate) fn remove_run(run: &Path, stages: &[&str], files: &[&str]) -> Result<(), RunError> {
     let _lock = run::lock(run)?;
-    for stage in Stage::ALL {
-        let dir = run.join(stage.folder());
+    for stage in stages {
+        let dir = run.join(stage);
         if dir.exists() {
             let _stage_lock = run::lock(&dir)?; // no training inside either
             std::fs::remove_dir_all(&dir).map_err(run::io(&dir))?;
         }
     }
-    for name in [VLM_RUN_FILE, VLM_TOKENIZER_FILE, VLM_METRICS_FILE] {
+    for name in files {
         let path = run.join(name);
         match std::fs::remove_file(&path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(run::io(&path)(e)),
