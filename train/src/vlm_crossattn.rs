@@ -37,10 +37,8 @@
 
 use std::ops::Range;
 use std::path::Path;
-use std::time::Instant;
 
 use embedding::Params;
-use indicatif::{ProgressBar, ProgressStyle};
 use model::generate::{GenerationConfig, greedy};
 use model::{
     CachedDecoder, ChatTokens, DecoderCache, ImageEncoderCache, ImageSlot, Model, answer_loss,
@@ -54,15 +52,16 @@ use rand::rngs::StdRng;
 use rayon::prelude::*;
 use tokenizer::Tokenizer;
 
-use crate::adamw::{AdamW, AdamWState};
+use crate::adamw::AdamWState;
 use crate::data::questions::Example;
 use crate::run::{self, CHECKPOINT_DIR, HISTORY_FILE, Progress, RunError, checkpoint_dir};
 use crate::schedule::Schedule;
 use crate::step::StepError;
 use crate::vlm_eval::MAX_ANSWER_TOKENS;
 use crate::vlm_run::{
-    ChatHistory, ChatRecord, ChatState, Generated, MAX_CONVERSATION_TOKENS, Stage, TableRecord,
-    VLM_METRICS_FILE, VLM_TOKENIZER_FILE, VlmData, VlmMetrics, VlmRunConfig,
+    ChatHistory, ChatState, Generated, MAX_CONVERSATION_TOKENS, Stage, TableRecord,
+    VLM_METRICS_FILE, VLM_TOKENIZER_FILE, VlmData, VlmMetrics, VlmRunConfig, adamw, chat_loop,
+    load_chat,
 };
 use crate::vlm_step::{ChatBatch, ChatStepStats, check_loss, clip, shifted_targets};
 
@@ -376,47 +375,6 @@ fn chat_tokens(tokenizer: &Tokenizer) -> Result<ChatTokens, RunError> {
     })
 }
 
-fn adamw(config: &VlmRunConfig) -> AdamW {
-    AdamW {
-        weight_decay: config.weight_decay,
-        ..AdamW::default()
-    }
-}
-
-/// Saves the stage's state into `dir/checkpoint/`, crash-safely.
-fn save(dir: &Path, state: &ChatState<Model>, tokenizer: &Tokenizer) -> Result<(), RunError> {
-    run::write_checkpoint(dir, None, |tmp| {
-        model::save_checkpoint(tmp, &state.model, tokenizer).map_err(run::checkpoint_error)?;
-        run::save_optimizer(tmp, &state.opt, state.step)?;
-        run::write_json(&tmp.join(HISTORY_FILE), &state.history)
-    })
-}
-
-/// The stage's state from its checkpoint (`None`: none written yet).
-fn load(
-    dir: &Path,
-    config: &VlmRunConfig,
-    steps: usize,
-) -> Result<Option<ChatState<Model>>, RunError> {
-    let Some(dir) = checkpoint_dir(dir) else {
-        return Ok(None);
-    };
-    let model::Checkpoint { model, .. } =
-        model::load_checkpoint(&dir).map_err(RunError::Checkpoint)?;
-    let mut opt = AdamWState::new(adamw(config), &model);
-    let step = run::load_optimizer(&dir, &mut opt, steps)?;
-    let path = dir.join(HISTORY_FILE);
-    let history: ChatHistory = run::read_json(&path)?;
-    let recorded: Vec<usize> = history.steps.iter().map(|r| r.step).collect();
-    run::check_history(&path, &recorded, step)?;
-    Ok(Some(ChatState {
-        model,
-        opt,
-        step,
-        history,
-    }))
-}
-
 /// The checkpoint of stage 1 in `run`.
 fn clip_checkpoint(run: &Path) -> Result<std::path::PathBuf, RunError> {
     let dir = run.join(Stage::Clip.folder());
@@ -443,7 +401,7 @@ pub fn train_crossattn(run: &Path, progress: Progress) -> Result<VlmRunConfig, R
     let tokens = chat_tokens(&tokenizer)?;
     let dir = run.join(CROSS_STAGE);
     let stage = config.instruct;
-    let mut state = match load(&dir, &config, stage.steps)? {
+    let mut state = match load_chat::<Model>(&dir, &config, stage.steps)? {
         Some(state) => state,
         None => {
             let clip = model::load_checkpoint(&clip_checkpoint(run)?)
@@ -459,67 +417,37 @@ pub fn train_crossattn(run: &Path, progress: Progress) -> Result<VlmRunConfig, R
             }
         }
     };
-    if checkpoint_dir(&dir).is_some() && state.step >= stage.steps {
-        return Ok(config); // done
-    }
-    std::fs::create_dir_all(&dir).map_err(run::io(&dir))?;
-    if progress == Progress::Bar {
-        crate::commands::note("cross-attention decoder on the conversations of stage 4");
-    }
     let data = Generated { config: &config };
-    let schedule = stage.schedule();
-    let bar = match progress {
-        Progress::Bar => ProgressBar::new(stage.steps as u64),
-        Progress::Quiet => ProgressBar::hidden(),
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{prefix} {bar:30} {pos}/{len} {msg} [{elapsed} < {eta}]")
-            .expect("a valid template"),
-    );
-    bar.set_prefix(CROSS_STAGE);
-    bar.set_position(state.step as u64);
+    let vlm_config = config.vlm_config(&tokenizer)?; // what chat stages save with; unused here
     let mut grads = state.model.zeros_like();
-    let started = Instant::now();
-    let interval = config.checkpoint_interval;
-    let mut last_checkpoint = (state.step > 0).then_some(state.step);
-    while state.step < stage.steps {
-        let step = state.step;
-        let batch = data.chat_batch(Stage::Instruct, step as u64, &tokenizer, &tokens);
-        let batch = strip_image(&batch, tokens.image, tokens.pad);
-        let stats = crossattn_train_step(
-            &mut state.model,
-            &mut grads,
-            &mut state.opt,
-            &batch,
-            config.unfreeze_vision,
-            step,
-            &schedule,
-            Some(config.max_grad_norm),
-        )
-        .map_err(|source| RunError::NonFinite {
-            source,
-            checkpoint: last_checkpoint,
-        })?;
-        state.history.steps.push(ChatRecord {
-            step,
-            loss: stats.loss,
-            grad_norm: stats.grad_norm,
-            lr: stats.lr,
-        });
-        state.step += 1;
-        bar.set_position(state.step as u64);
-        bar.set_message(format!("loss {:.3} lr {:.1e}", stats.loss, stats.lr));
-        if (interval > 0 && state.step.is_multiple_of(interval)) || state.step == stage.steps {
-            state.history.train_seconds += started.elapsed().as_secs_f64();
-            save(&dir, &state, &tokenizer)?;
-            state.history.train_seconds -= started.elapsed().as_secs_f64();
-            last_checkpoint = Some(state.step);
-        }
-    }
-    if checkpoint_dir(&dir).is_none() {
-        save(&dir, &state, &tokenizer)?; // 0 steps: the untrained model, for the evaluation
-    }
-    bar.finish_and_clear();
+    chat_loop(
+        &dir,
+        (
+            "cross-attention decoder on the conversations of stage 4",
+            CROSS_STAGE,
+        ),
+        &stage,
+        &mut state,
+        &tokenizer,
+        &vlm_config,
+        config.checkpoint_interval,
+        progress,
+        |state, step, schedule| {
+            let batch = data.chat_batch(Stage::Instruct, step as u64, &tokenizer, &tokens);
+            let batch = strip_image(&batch, tokens.image, tokens.pad);
+            crossattn_train_step(
+                &mut state.model,
+                &mut grads,
+                &mut state.opt,
+                &batch,
+                config.unfreeze_vision,
+                step,
+                schedule,
+                Some(config.max_grad_norm),
+            )
+        },
+        None,
+    )?;
     drop(lock);
     Ok(config)
 }
@@ -841,7 +769,7 @@ mod tests {
         let before = model.clone();
         let batch = batch(&tok);
         let mut grads = model.zeros_like();
-        let mut opt = AdamWState::new(AdamW::default(), &model);
+        let mut opt = AdamWState::new(crate::AdamW::default(), &model);
         let schedule = Schedule {
             warmup: 0,
             total: 150,

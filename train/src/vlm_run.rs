@@ -538,8 +538,18 @@ impl StageModel for LanguageModel {
     }
 }
 
+impl StageModel for model::Model {
+    fn save(&self, dir: &Path, tokenizer: &Tokenizer, _: &VlmConfig) -> Result<(), RunError> {
+        model::save_checkpoint(dir, self, tokenizer).map_err(checkpoint_error)
+    }
+    fn load(dir: &Path) -> Result<(Self, Tokenizer), RunError> {
+        let c = model::load_checkpoint(dir).map_err(RunError::Checkpoint)?;
+        Ok((c.model, c.tokenizer))
+    }
+}
+
 /// Saves a chat stage's state into `stage_dir/checkpoint/`, crash-safely.
-fn save_chat<M: StageModel>(
+pub(crate) fn save_chat<M: StageModel>(
     stage_dir: &Path,
     state: &ChatState<M>,
     tokenizer: &Tokenizer,
@@ -553,7 +563,7 @@ fn save_chat<M: StageModel>(
 }
 
 /// A chat stage's state from its checkpoint (`None`: none written yet).
-fn load_chat<M: StageModel>(
+pub(crate) fn load_chat<M: StageModel>(
     stage_dir: &Path,
     config: &VlmRunConfig,
     steps: usize,
@@ -576,7 +586,7 @@ fn load_chat<M: StageModel>(
     }))
 }
 
-fn adamw(config: &VlmRunConfig) -> AdamW {
+pub(crate) fn adamw(config: &VlmRunConfig) -> AdamW {
     AdamW {
         weight_decay: config.weight_decay,
         ..AdamW::default()
@@ -1024,7 +1034,7 @@ fn train_text(
     let mut grads = state.model.zeros_like();
     chat_loop(
         &dir,
-        Stage::Lm,
+        (Stage::Lm.title(), Stage::Lm.folder()),
         &stage,
         &mut state,
         tokenizer,
@@ -1094,7 +1104,7 @@ fn train_align(
     let mut grads = state.model.zeros_like();
     chat_loop(
         &dir,
-        Stage::Align,
+        (Stage::Align.title(), Stage::Align.folder()),
         &stage,
         &mut state,
         tokenizer,
@@ -1149,7 +1159,7 @@ fn train_instruct(
     let mut grads = state.model.zeros_like();
     chat_loop(
         &dir,
-        Stage::Instruct,
+        (Stage::Instruct.title(), Stage::Instruct.folder()),
         &stage,
         &mut state,
         tokenizer,
@@ -1197,14 +1207,15 @@ fn say(progress: Progress, line: &str) {
 type Report<'a, M> = Option<(usize, &'a dyn Fn(&M) -> String)>;
 
 // ANCHOR: chat_loop
-/// The loop of stages 2 to 4: `step` from the state's step to the stage's
-/// end, a progress bar naming the stage, a checkpoint every
+/// The loop of stages 2 to 4 (and of the cross-attention decoder's stage):
+/// `step` from the state's step to the stage's end, a progress bar labelled
+/// with the stage's folder after a line with its title, a checkpoint every
 /// `checkpoint_interval` steps and at the end. A stage of 0 steps still
 /// writes its (untrained) model, so the next stage finds it.
 #[allow(clippy::too_many_arguments)]
-fn chat_loop<M: StageModel>(
+pub(crate) fn chat_loop<M: StageModel>(
     dir: &Path,
-    stage: Stage,
+    (title, label): (&str, &str),
     stage_config: &StageConfig,
     state: &mut ChatState<M>,
     tokenizer: &Tokenizer,
@@ -1223,7 +1234,7 @@ fn chat_loop<M: StageModel>(
         return Ok(()); // done
     }
     std::fs::create_dir_all(dir).map_err(run::io(dir))?;
-    say(progress, stage.title());
+    say(progress, title);
     let schedule = stage_config.schedule();
     let bar = match progress {
         Progress::Bar => ProgressBar::new(steps as u64),
@@ -1233,7 +1244,7 @@ fn chat_loop<M: StageModel>(
         ProgressStyle::with_template("{prefix} {bar:30} {pos}/{len} {msg} [{elapsed} < {eta}]")
             .expect("a valid template"),
     );
-    bar.set_prefix(stage.folder());
+    bar.set_prefix(label.to_string());
     bar.set_position(state.step as u64);
     let started = Instant::now();
     let mut last_checkpoint = (state.step > 0).then_some(state.step);
@@ -1264,7 +1275,7 @@ fn chat_loop<M: StageModel>(
         {
             state.history.train_seconds += started.elapsed().as_secs_f64();
             let line = report(&state.model);
-            crate::commands::note(&format!("{} step {}: {line}", stage.folder(), state.step));
+            crate::commands::note(&format!("{label} step {}: {line}", state.step));
             state.history.train_seconds -= started.elapsed().as_secs_f64();
         }
     }
