@@ -9,7 +9,7 @@
 
 use embedding::Params;
 use model::{Freeze, LanguageModel, Vlm, answer_loss};
-use ndarray::{Array2, Array4, ArrayRef2, s};
+use ndarray::{Array2, Array4, ArrayRef2, Axis, s};
 
 use crate::adamw::AdamWState;
 use crate::clip::clip_grad_norm;
@@ -43,8 +43,9 @@ pub struct ChatStepStats {
 
 // ANCHOR: vlm_train_step
 /// One step of the multimodal model with the parts in `freeze` frozen:
-/// zero `grads`, forward, answer loss, backward, clip to `max_grad_norm`,
-/// AdamW on the trainable parts.
+/// zero `grads`; forward, answer loss and backward one group of rows of
+/// about one length at a time ([`length_groups`]); clip to
+/// `max_grad_norm`; AdamW on the trainable parts.
 ///
 /// # Errors
 /// [`StepError`] naming the step if the loss or a gradient is not finite;
@@ -65,20 +66,14 @@ pub fn vlm_train_step(
 ) -> Result<ChatStepStats, StepError> {
     let lr = schedule.lr(step);
     grads.zero();
-    let (targets, target_weights) = vlm.targets(&batch.tokens, &batch.weights);
-    let (logits, cache) = vlm.forward(&batch.images, &batch.tokens, freeze);
-    let loss = answer_loss(&logits, &targets, &target_weights);
-    drop(logits);
-    check_loss(step, loss.loss)?;
-    vlm.backward(&loss.dlogits, &cache, grads);
-    drop(cache);
+    let (loss, tokens) = vlm_gradients(vlm, grads, batch, freeze, step, LENGTH_GROUP)?;
     let grad_norm = clip(grads, step, max_grad_norm)?;
     opt.step_where(vlm, grads, lr, |name| !freeze.is_frozen(name));
     Ok(ChatStepStats {
-        loss: loss.loss,
+        loss,
         grad_norm,
         lr,
-        tokens: loss.weight,
+        tokens,
     })
 }
 // ANCHOR_END: vlm_train_step
@@ -99,21 +94,142 @@ pub fn lm_train_step(
 ) -> Result<ChatStepStats, StepError> {
     let lr = schedule.lr(step);
     grads.zero();
-    let (targets, target_weights) = shifted_targets(&batch.tokens, &batch.weights);
-    let (logits, cache) = lm.forward(&batch.tokens);
-    let loss = answer_loss(&logits, &targets, &target_weights);
-    drop(logits);
-    check_loss(step, loss.loss)?;
-    lm.backward(&loss.dlogits, &cache, grads);
+    let (loss, tokens) = lm_gradients(lm, grads, batch, step, LENGTH_GROUP)?;
     let grad_norm = clip(grads, step, max_grad_norm)?;
     opt.step(lm, grads, lr);
     Ok(ChatStepStats {
-        loss: loss.loss,
+        loss,
         grad_norm,
         lr,
-        tokens: loss.weight,
+        tokens,
     })
 }
+
+/// Adds the gradient of `batch`'s answer loss into `grads` (trainable
+/// parts only), `group` rows at a time; returns the loss and the target
+/// weight.
+fn vlm_gradients(
+    vlm: &Vlm,
+    grads: &mut Vlm,
+    batch: &ChatBatch,
+    freeze: Freeze,
+    step: usize,
+    group: usize,
+) -> Result<(f32, f32), StepError> {
+    in_length_groups(
+        batch,
+        group,
+        |b| vlm.targets(&b.tokens, &b.weights),
+        |b, targets, target_weights, share| {
+            let (logits, cache) = vlm.forward(&b.images, &b.tokens, freeze);
+            let mut loss = answer_loss(&logits, targets, target_weights);
+            drop(logits);
+            check_loss(step, loss.loss)?;
+            loss.dlogits *= share;
+            vlm.backward(&loss.dlogits, &cache, grads);
+            Ok(loss.loss)
+        },
+    )
+}
+
+/// [`vlm_gradients`] for the text-only model.
+fn lm_gradients(
+    lm: &LanguageModel,
+    grads: &mut LanguageModel,
+    batch: &ChatBatch,
+    step: usize,
+    group: usize,
+) -> Result<(f32, f32), StepError> {
+    in_length_groups(
+        batch,
+        group,
+        |b| shifted_targets(&b.tokens, &b.weights),
+        |b, targets, target_weights, share| {
+            let (logits, cache) = lm.forward(&b.tokens);
+            let mut loss = answer_loss(&logits, targets, target_weights);
+            drop(logits);
+            check_loss(step, loss.loss)?;
+            loss.dlogits *= share;
+            lm.backward(&loss.dlogits, &cache, grads);
+            Ok(loss.loss)
+        },
+    )
+}
+
+// ANCHOR: length_groups
+/// Rows that go through the model together: a batch's conversations,
+/// sorted by length, this many at a time, each group cut after its longest
+/// row.
+pub const LENGTH_GROUP: usize = 8;
+
+/// The batch's rows in groups of up to `group` of about one length, each
+/// group with the length it needs: a row is needed up to its last target
+/// token, since no target's logits depend on a later position (the mask
+/// lets nothing see ahead but the picture and the first question, which
+/// come before every answer). One long description in a batch then no
+/// longer makes every short answer's row pay for its padding. Rows with
+/// no target are left out.
+pub fn length_groups(weights: &ArrayRef2<f32>, group: usize) -> Vec<(Vec<usize>, usize)> {
+    let mut rows: Vec<(usize, usize)> = weights
+        .rows()
+        .into_iter()
+        .enumerate()
+        .filter_map(|(b, w)| w.iter().rposition(|&w| w > 0.0).map(|last| (last + 1, b)))
+        .collect();
+    rows.sort_unstable();
+    rows.chunks(group.max(1))
+        .map(|chunk| {
+            let len = chunk.last().map_or(0, |&(len, _)| len);
+            (chunk.iter().map(|&(_, b)| b).collect(), len)
+        })
+        .collect()
+}
+
+/// The batch's loss and gradient, one length group at a time: `targets`
+/// makes a group's targets and their weights; `pass` runs the forward and
+/// backward passes of one group, its gradient scaled by `share` (its part
+/// of the batch's target weight), adding into the gradients, and returns
+/// its loss. The result, the loss and the target weight of the whole
+/// batch, is what one pass over the whole batch gives (the same loss, the
+/// same gradient, up to the order of the sums).
+fn in_length_groups(
+    batch: &ChatBatch,
+    group: usize,
+    targets: impl Fn(&ChatBatch) -> (Array2<u32>, Array2<f32>),
+    mut pass: impl FnMut(&ChatBatch, &Array2<u32>, &Array2<f32>, f32) -> Result<f32, StepError>,
+) -> Result<(f32, f32), StepError> {
+    let groups: Vec<_> = length_groups(&batch.weights, group)
+        .into_iter()
+        .map(|(rows, len)| {
+            let images = if batch.images.is_empty() {
+                batch.images.clone() // the text-only model has none
+            } else {
+                batch.images.select(Axis(0), &rows)
+            };
+            let part = ChatBatch {
+                images,
+                tokens: batch
+                    .tokens
+                    .select(Axis(0), &rows)
+                    .slice_move(s![.., ..len]),
+                weights: batch
+                    .weights
+                    .select(Axis(0), &rows)
+                    .slice_move(s![.., ..len]),
+            };
+            let (t, w) = targets(&part);
+            (part, t, w)
+        })
+        .collect();
+    let total: f32 = groups.iter().map(|(_, _, w)| w.sum()).sum();
+    let mut loss = 0.0;
+    for (part, t, w) in &groups {
+        let share = if total > 0.0 { w.sum() / total } else { 0.0 };
+        loss += share * pass(part, t, w, share)?;
+    }
+    Ok((loss, total))
+}
+// ANCHOR_END: length_groups
 
 /// The text-only model's targets: position `t` predicts token `t + 1`, with
 /// that token's weight; the last position predicts nothing.
@@ -191,6 +307,103 @@ mod tests {
                 [0.0f32, 0., 0., 0., 0., 1., 1., 1.],
                 [0., 0., 0., 0., 1., 1., 0., 0.]
             ],
+        }
+    }
+
+    /// Five conversations of different lengths, padded to the longest; the
+    /// third has two turns, the fifth ends early.
+    fn ragged_batch() -> ChatBatch {
+        let p = 15;
+        ChatBatch {
+            images: embedding::init::normal((5, 3, 8, 8), 1.0, &mut StdRng::seed_from_u64(3)),
+            tokens: array![
+                [12, 11, 4, 13, 5, 14, p, p, p, p, p, p],
+                [12, 11, 2, 3, 4, 13, 6, 7, 8, 14, p, p],
+                [12, 11, 1, 13, 9, 14, 12, 2, 13, 3, 4, 14],
+                [12, 11, 5, 13, 6, 14, p, p, p, p, p, p],
+                [12, 3, 11, 13, 7, 14, p, p, p, p, p, p],
+            ],
+            weights: array![
+                [0.0f32, 0., 0., 0., 1., 1., 0., 0., 0., 0., 0., 0.],
+                [0., 0., 0., 0., 0., 0., 1., 1., 1., 1., 0., 0.],
+                [0., 0., 0., 0., 0.5, 0.5, 0., 0., 0., 0.5, 0.25, 0.25],
+                [0., 0., 0., 0., 1., 1., 0., 0., 0., 0., 0., 0.],
+                [0., 0., 0., 0., 1., 0., 0., 0., 0., 0., 0., 0.],
+            ],
+        }
+    }
+
+    #[test]
+    fn length_groups_sort_rows_and_cut_each_group_after_its_last_target() {
+        let b = ragged_batch();
+        assert_eq!(
+            length_groups(&b.weights, 2),
+            vec![(vec![4, 0], 6), (vec![3, 1], 10), (vec![2], 12)]
+        );
+        let mut none = b.weights.clone();
+        none.row_mut(1).fill(0.0);
+        assert_eq!(
+            length_groups(&none, 16),
+            vec![(vec![4, 0, 3, 2], 12)],
+            "a row without a target is left out"
+        );
+        assert!(length_groups(&Array2::<f32>::zeros((3, 4)), 2).is_empty());
+    }
+
+    fn assert_close<P: Params>(a: &P, b: &P, what: &str) {
+        for ((name, x), (_, y)) in a.params().into_iter().zip(b.params()) {
+            let scale = y.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+            let worst = x
+                .iter()
+                .zip(y.iter())
+                .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+            assert!(
+                worst <= 1e-5 * scale,
+                "{what}: {name} differs by {worst} (scale {scale})"
+            );
+        }
+    }
+
+    #[test]
+    fn cut_groups_give_the_whole_padded_batchs_loss_and_gradient() {
+        let b = ragged_batch();
+        for mask in [VlmMask::Causal, VlmMask::PrefixLm] {
+            let config = VlmConfig {
+                mask,
+                ..VlmConfig::micro(VOCAB, 24)
+            };
+            let vlm = config.init(&mut StdRng::seed_from_u64(4)).unwrap();
+            let freeze = Freeze {
+                vision_tower: false,
+                projector: false,
+                language_model: false,
+            };
+            // the reference: the whole batch at its padded length, at once
+            let mut whole = vlm.zeros_like();
+            let (targets, target_weights) = vlm.targets(&b.tokens, &b.weights);
+            let (logits, cache) = vlm.forward(&b.images, &b.tokens, freeze);
+            let reference = answer_loss(&logits, &targets, &target_weights);
+            vlm.backward(&reference.dlogits, &cache, &mut whole);
+            for group in [1, 2, 3, 16] {
+                let mut grads = vlm.zeros_like();
+                let (loss, weight) = vlm_gradients(&vlm, &mut grads, &b, freeze, 0, group).unwrap();
+                assert!((loss - reference.loss).abs() < 1e-5, "{mask:?} {group}");
+                assert_eq!(weight, reference.weight);
+                assert_close(&grads, &whole, &format!("{mask:?}, groups of {group}"));
+            }
+        }
+        let lm = model::LmConfig::micro(VOCAB, 12).init(&mut StdRng::seed_from_u64(5));
+        let mut whole = lm.zeros_like();
+        let (targets, target_weights) = shifted_targets(&b.tokens, &b.weights);
+        let (logits, cache) = lm.forward(&b.tokens);
+        let reference = answer_loss(&logits, &targets, &target_weights);
+        lm.backward(&reference.dlogits, &cache, &mut whole);
+        for group in [1, 2, 16] {
+            let mut grads = lm.zeros_like();
+            let (loss, weight) = lm_gradients(&lm, &mut grads, &b, 0, group).unwrap();
+            assert!((loss - reference.loss).abs() < 1e-5, "text-only, {group}");
+            assert_eq!(weight, reference.weight);
+            assert_close(&grads, &whole, &format!("text-only, groups of {group}"));
         }
     }
 
