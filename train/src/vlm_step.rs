@@ -9,7 +9,7 @@
 
 use embedding::Params;
 use model::{Freeze, LanguageModel, Vlm, answer_loss};
-use ndarray::{Array2, Array4, ArrayRef2, Axis, s};
+use ndarray::{Array2, Array3, Array4, ArrayRef2, Axis, s};
 
 use crate::adamw::AdamWState;
 use crate::clip::clip_grad_norm;
@@ -118,17 +118,10 @@ fn vlm_gradients(
 ) -> Result<(f32, f32), StepError> {
     in_length_groups(
         batch,
-        group,
+        (group, step),
         |b| vlm.targets(&b.tokens, &b.weights),
-        |b, targets, target_weights, share| {
-            let (logits, cache) = vlm.forward(&b.images, &b.tokens, freeze);
-            let mut loss = answer_loss(&logits, targets, target_weights);
-            drop(logits);
-            check_loss(step, loss.loss)?;
-            loss.dlogits *= share;
-            vlm.backward(&loss.dlogits, &cache, grads);
-            Ok(loss.loss)
-        },
+        |b| vlm.forward(&b.images, &b.tokens, freeze),
+        |dlogits, cache| vlm.backward(dlogits, cache, grads),
     )
 }
 
@@ -142,17 +135,10 @@ fn lm_gradients(
 ) -> Result<(f32, f32), StepError> {
     in_length_groups(
         batch,
-        group,
+        (group, step),
         |b| shifted_targets(&b.tokens, &b.weights),
-        |b, targets, target_weights, share| {
-            let (logits, cache) = lm.forward(&b.tokens);
-            let mut loss = answer_loss(&logits, targets, target_weights);
-            drop(logits);
-            check_loss(step, loss.loss)?;
-            loss.dlogits *= share;
-            lm.backward(&loss.dlogits, &cache, grads);
-            Ok(loss.loss)
-        },
+        |b| lm.forward(&b.tokens),
+        |dlogits, cache| lm.backward(dlogits, cache, grads),
     )
 }
 
@@ -185,18 +171,20 @@ pub fn length_groups(weights: &ArrayRef2<f32>, group: usize) -> Vec<(Vec<usize>,
         .collect()
 }
 
-/// The batch's loss and gradient, one length group at a time: `targets`
-/// makes a group's targets and their weights; `pass` runs the forward and
-/// backward passes of one group, its gradient scaled by `share` (its part
-/// of the batch's target weight), adding into the gradients, and returns
-/// its loss. The result, the loss and the target weight of the whole
-/// batch, is what one pass over the whole batch gives (the same loss, the
-/// same gradient, up to the order of the sums).
-fn in_length_groups(
+/// The batch's loss and gradient, one length group of `group` rows at a
+/// time (`step` names the step in an error): `targets` makes a group's
+/// targets and their weights, `forward` its logits, and `backward` adds
+/// the gradient of given logit gradients into the gradients. Each group's
+/// logit gradient is scaled by its share of the batch's target weight, so
+/// the result, the loss and the target weight of the whole batch, is what
+/// one pass over the whole batch gives (the same loss, the same gradient,
+/// up to the order of the sums).
+fn in_length_groups<C>(
     batch: &ChatBatch,
-    group: usize,
+    (group, step): (usize, usize),
     targets: impl Fn(&ChatBatch) -> (Array2<u32>, Array2<f32>),
-    mut pass: impl FnMut(&ChatBatch, &Array2<u32>, &Array2<f32>, f32) -> Result<f32, StepError>,
+    forward: impl Fn(&ChatBatch) -> (Array3<f32>, C),
+    mut backward: impl FnMut(&Array3<f32>, &C),
 ) -> Result<(f32, f32), StepError> {
     let groups: Vec<_> = length_groups(&batch.weights, group)
         .into_iter()
@@ -223,9 +211,19 @@ fn in_length_groups(
         .collect();
     let total: f32 = groups.iter().map(|(_, _, w)| w.sum()).sum();
     let mut loss = 0.0;
-    for (part, t, w) in &groups {
-        let share = if total > 0.0 { w.sum() / total } else { 0.0 };
-        loss += share * pass(part, t, w, share)?;
+    for (part, targets, weights) in &groups {
+        let (logits, cache) = forward(part);
+        let mut part_loss = answer_loss(&logits, targets, weights);
+        drop(logits);
+        check_loss(step, part_loss.loss)?;
+        let share = if total > 0.0 {
+            weights.sum() / total
+        } else {
+            0.0
+        };
+        part_loss.dlogits *= share;
+        backward(&part_loss.dlogits, &cache);
+        loss += share * part_loss.loss;
     }
     Ok((loss, total))
 }
