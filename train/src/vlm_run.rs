@@ -242,7 +242,7 @@ impl Default for VlmRunConfig {
             clip: stage(1000, 2e-3, 180),
             lm: stage(300, 2e-3, 0),
             align: stage(200, 2e-3, 60),
-            instruct: stage(1500, 1e-3, 450),
+            instruct: stage(3000, 1e-3, 900),
             unfreeze_vision: false,
             weight_decay: 0.05,
             max_grad_norm: 1.0,
