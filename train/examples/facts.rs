@@ -219,7 +219,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ),
     );
 
-    // ---- the multimodal recipe's batches: how much of a stage-4 batch is
+    // ---- the multimodal recipe's batches: how much of a batch is
     // conversation and how much padding, whole and in length groups
     let vlm_run = train::vlm_run::VlmRunConfig::default();
     let vlm_tokenizer = vlm_run
@@ -227,27 +227,30 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .train_tokenizer(vlm_run.tokenizer_captions)?;
     let tokens = vlm_run.vlm_config(&vlm_tokenizer)?.tokens;
     let data = train::vlm_run::Generated { config: &vlm_run };
-    let (mut real, mut whole, mut grouped) = (0, 0, 0);
-    for step in 0..50 {
-        let batch = train::vlm_run::VlmData::chat_batch(
-            &data,
-            train::vlm_run::Stage::Instruct,
-            vlm_run.instruct.curriculum as u64 + step,
-            &vlm_tokenizer,
-            &tokens,
-        );
-        let groups = train::vlm_step::length_groups(&batch.weights, 1);
-        real += groups.iter().map(|(_, len)| len).sum::<usize>();
-        whole += batch.tokens.len();
-        grouped += train::vlm_step::length_groups(&batch.weights, train::vlm_step::LENGTH_GROUP)
-            .iter()
-            .map(|(rows, len)| rows.len() * len)
-            .sum::<usize>();
-    }
-    let percent = |part: usize, of: usize| (100.0 * part as f64 / of as f64).round();
-    f.add("vlm_length_group", train::vlm_step::LENGTH_GROUP);
-    f.add("vlm_batch_fill", percent(real, whole));
-    f.add("vlm_group_fill", percent(real, grouped));
+    let fill = |stage: train::vlm_run::Stage, first: u64, group: usize| {
+        let (mut real, mut computed) = (0, 0);
+        for step in first..first + 50 {
+            let batch =
+                train::vlm_run::VlmData::chat_batch(&data, stage, step, &vlm_tokenizer, &tokens);
+            let rows = train::vlm_step::length_groups(&batch.weights, 1);
+            real += rows.iter().map(|(_, len)| len).sum::<usize>();
+            computed += train::vlm_step::length_groups(&batch.weights, group)
+                .iter()
+                .map(|(rows, len)| rows.len() * len)
+                .sum::<usize>();
+        }
+        (100.0 * real as f64 / computed as f64).round()
+    };
+    let group = train::vlm_step::LENGTH_GROUP;
+    let lm = train::vlm_run::Stage::Lm;
+    let instruct = train::vlm_run::Stage::Instruct;
+    let after_curriculum = vlm_run.instruct.curriculum as u64;
+    f.add("vlm_length_group", group);
+    f.add("vlm_lm_batch", vlm_run.lm.batch_size);
+    f.add("vlm_instruct_batch", vlm_run.instruct.batch_size);
+    f.add("vlm_batch_fill", fill(lm, 0, usize::MAX));
+    f.add("vlm_group_fill", fill(lm, 0, group));
+    f.add("vlm_instruct_fill", fill(instruct, after_curriculum, group));
 
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../book/src/generated/facts.txt");
     model::write_atomic(&out, f.text().as_bytes())?;

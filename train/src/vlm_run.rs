@@ -242,11 +242,14 @@ impl Default for VlmRunConfig {
             clip: stage(1000, 2e-3, 180),
             lm: stage(300, 2e-3, 0),
             align: stage(200, 2e-3, 60),
-            instruct: stage(3000, 1e-3, 900),
+            instruct: StageConfig {
+                batch_size: 8, // many small steps: binding words to objects is learned by steps
+                ..stage(24000, 1e-3, 7200)
+            },
             unfreeze_vision: false,
             weight_decay: 0.05,
             max_grad_norm: 1.0,
-            checkpoint_interval: 250,
+            checkpoint_interval: 1000,
             eval_count: 400,
             tokenizer_captions: 2000,
             clip_size: crate::ModelSize::Tiny,
