@@ -180,6 +180,10 @@ struct VlmArgs {
     /// Examples per step, in every stage.
     #[arg(long)]
     batch_size: Option<usize>,
+    /// Examples per step of stage 4 alone (after --batch-size): the recipe
+    /// takes many small steps there.
+    #[arg(long)]
+    instruct_batch_size: Option<usize>,
     /// How the tower's grid is shrunk into image tokens.
     #[arg(long, value_enum)]
     pool: Option<train::vlm_run::Pool>,
@@ -235,6 +239,7 @@ impl VlmArgs {
                 stage.batch_size = b;
             }
         }
+        c.instruct.batch_size = self.instruct_batch_size.unwrap_or(c.instruct.batch_size);
         c.pool = self.pool.unwrap_or(c.pool);
         c.mask = self.mask.unwrap_or(c.mask);
         c.mlp_projector = !self.linear_projector;

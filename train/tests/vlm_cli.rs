@@ -264,3 +264,55 @@ fn own_questions_train_with_captions_or_with_another_runs_tower() {
     assert!(eval.status.success(), "{}", text(&eval.stderr));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn stage_4_takes_its_own_batch_size_and_a_bad_one_is_named() {
+    let dir = std::env::temp_dir().join(format!("train-vlm-batch-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = dir.to_str().unwrap();
+    let quick = [
+        "vlm",
+        "--micro",
+        "--out",
+        out,
+        "--clip-steps",
+        "1",
+        "--lm-steps",
+        "1",
+        "--align-steps",
+        "1",
+        "--instruct-steps",
+        "2",
+        "--eval-count",
+        "2",
+        "--batch-size",
+        "4",
+    ];
+    let ran = train(
+        &[&quick[..], &["--name", "b", "--instruct-batch-size", "3"]].concat(),
+        None,
+    );
+    assert!(ran.status.success(), "{}", text(&ran.stderr));
+    let recipe: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("b").join("vlm.json")).unwrap())
+            .unwrap();
+    assert_eq!(recipe["instruct"]["batch_size"], 3);
+    for stage in ["clip", "lm", "align"] {
+        assert_eq!(recipe[stage]["batch_size"], 4, "{stage}");
+    }
+    let bad = train(
+        &[&quick[..], &["--name", "c", "--instruct-batch-size", "1"]].concat(),
+        None,
+    );
+    assert!(!bad.status.success());
+    let stderr = text(&bad.stderr);
+    assert!(
+        stderr.contains("batch-size") && stderr.contains("4-instruct"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.join("c").join("4-instruct").exists(),
+        "nothing trained"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
