@@ -1010,8 +1010,11 @@ pub fn resume(run: &Path) -> Result<(RunConfig, State), RunError> {
 /// rather than guessed: the peak memory of a forward and backward pass at
 /// 8 and at 16 examples (captions of `max_len` tokens, the most a batch
 /// can hold), extended in a straight line to `batch`, plus the batch
-/// itself. `None` if [`memory::Counting`] is not the global allocator (the
-/// `train` program installs it).
+/// itself, plus an eighth: the threads' buffers overlap differently from
+/// one run to the next, so a measured peak moves by a few per cent, and
+/// the line extends that from 16 examples to `batch`. `None` if
+/// [`memory::Counting`] is not the global allocator (the `train` program
+/// installs it).
 pub fn step_bytes(model: &Model, batch: usize) -> Option<u64> {
     use crate::{caption_loss, contrastive_loss};
     let config = model.config();
@@ -1042,11 +1045,10 @@ pub fn step_bytes(model: &Model, batch: usize) -> Option<u64> {
     // the batch: images and tokens, drawn and then copied once
     let data = 2 * 4 * (config.image.in_channels() * size * size + 2 * t) as u64;
     let extra = (batch as u64).saturating_sub(8);
-    Some(
-        small
-            .saturating_add(extra.saturating_mul(per_example))
-            .saturating_add((batch as u64).saturating_mul(data)),
-    )
+    let estimate = small
+        .saturating_add(extra.saturating_mul(per_example))
+        .saturating_add((batch as u64).saturating_mul(data));
+    Some(estimate.saturating_add(estimate / 8))
 }
 
 /// Refuses a batch whose training step would not fit in the memory
