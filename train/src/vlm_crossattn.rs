@@ -41,8 +41,8 @@ use std::path::Path;
 use embedding::Params;
 use model::generate::{GenerationConfig, greedy};
 use model::{
-    CachedDecoder, ChatTokens, DecoderCache, ImageEncoderCache, ImageSlot, Model, answer_loss,
-    batch_slices, encode_prompt,
+    CachedDecoder, ChatTokens, DecoderCache, ImageEncoderCache, ImageSlot, Model, batch_slices,
+    encode_prompt,
 };
 use ndarray::{
     Array2, Array3, ArrayRef2, ArrayRef3, ArrayRef4, ArrayView4, Axis, Slice, concatenate, s,
@@ -63,7 +63,9 @@ use crate::vlm_run::{
     VLM_METRICS_FILE, VLM_TOKENIZER_FILE, VlmData, VlmMetrics, VlmRunConfig, adamw, chat_loop,
     load_chat,
 };
-use crate::vlm_step::{ChatBatch, ChatStepStats, check_loss, clip, shifted_targets};
+use crate::vlm_step::{
+    ChatBatch, ChatStepStats, LENGTH_GROUP, clip, in_length_groups, shifted_targets,
+};
 
 /// The recipe file of a cross-attention run.
 pub const CROSS_RUN_FILE: &str = "cross-attention.json";
@@ -259,10 +261,11 @@ pub fn crossattn_backward(
 
 // ANCHOR: crossattn_train_step
 /// One step of the cross-attention model on conversations (`batch` without
-/// `<|image|>`, [`strip_image`]): zero `grads`, forward, the answer loss
-/// (position `t` predicts token `t + 1` with that token's weight), backward,
-/// clip to `max_grad_norm`, AdamW on the decoder (and the tower when
-/// `train_tower`).
+/// `<|image|>`, [`strip_image`]): zero `grads`; forward, the answer loss
+/// (position `t` predicts token `t + 1` with that token's weight) and
+/// backward one length group at a time, as the multimodal step does
+/// ([`crate::vlm_step::length_groups`]); clip to `max_grad_norm`; AdamW on
+/// the decoder (and the tower when `train_tower`).
 ///
 /// # Errors
 /// [`StepError`] naming the step if the loss or a gradient is not finite;
@@ -283,20 +286,20 @@ pub fn crossattn_train_step(
 ) -> Result<ChatStepStats, StepError> {
     let lr = schedule.lr(step);
     grads.zero();
-    let (targets, target_weights) = shifted_targets(&batch.tokens, &batch.weights);
-    let (logits, cache) = crossattn_forward(model, &batch.images, &batch.tokens, train_tower);
-    let loss = answer_loss(&logits, &targets, &target_weights);
-    drop(logits);
-    check_loss(step, loss.loss)?;
-    crossattn_backward(model, &loss.dlogits, &cache, grads);
-    drop(cache);
+    let (loss, tokens) = in_length_groups(
+        batch,
+        (LENGTH_GROUP, step),
+        |b| shifted_targets(&b.tokens, &b.weights),
+        |b| crossattn_forward(model, &b.images, &b.tokens, train_tower),
+        |dlogits, cache| crossattn_backward(model, dlogits, cache, grads),
+    )?;
     let grad_norm = clip(grads, step, max_grad_norm)?;
     opt.step_where(model, grads, lr, |name| trains(name, train_tower));
     Ok(ChatStepStats {
-        loss: loss.loss,
+        loss,
         grad_norm,
         lr,
-        tokens: loss.weight,
+        tokens,
     })
 }
 // ANCHOR_END: crossattn_train_step
@@ -531,6 +534,7 @@ mod tests {
     use crate::data::scenes::Pairs;
     use embedding::init;
     use embedding::testing::GradCheck;
+    use model::answer_loss;
     use model::{ModelConfig, SpecialTokens, collate, encode_chat};
     use ndarray::{Array4, ArrayViewD, ArrayViewMutD};
 
@@ -688,6 +692,40 @@ mod tests {
         let answer_tokens = batch.weights.iter().filter(|&&w| w > 0.0).count();
         assert_eq!(loss.weight as usize, answer_tokens);
         assert!(answer_tokens >= 6);
+    }
+
+    #[test]
+    fn length_groups_give_the_whole_batchs_loss_and_gradient() {
+        let tok = tokenizer();
+        let model = micro_model(&tok, 4);
+        let batch = batch(&tok);
+        for train_tower in [false, true] {
+            let (targets, weights) = shifted_targets(&batch.tokens, &batch.weights);
+            let (logits, cache) =
+                crossattn_forward(&model, &batch.images, &batch.tokens, train_tower);
+            let whole = answer_loss(&logits, &targets, &weights);
+            let mut want = model.zeros_like();
+            crossattn_backward(&model, &whole.dlogits, &cache, &mut want);
+            let mut got = model.zeros_like();
+            let (loss, weight) = in_length_groups(
+                &batch,
+                (1, 0),
+                |b| shifted_targets(&b.tokens, &b.weights),
+                |b| crossattn_forward(&model, &b.images, &b.tokens, train_tower),
+                |dlogits, cache| crossattn_backward(&model, dlogits, cache, &mut got),
+            )
+            .unwrap();
+            assert!((loss - whole.loss).abs() < 1e-5, "{loss} vs {}", whole.loss);
+            assert_eq!(weight, whole.weight);
+            for ((name, g), (_, w)) in got.params().into_iter().zip(want.params()) {
+                let scale = w.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+                let worst = g
+                    .iter()
+                    .zip(w.iter())
+                    .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+                assert!(worst <= 1e-5 * scale, "{name}: {worst} (scale {scale})");
+            }
+        }
     }
 
     /// A module whose parameters are the trainable ones only, so the

@@ -179,7 +179,7 @@ pub fn length_groups(weights: &ArrayRef2<f32>, group: usize) -> Vec<(Vec<usize>,
 /// the result, the loss and the target weight of the whole batch, is what
 /// one pass over the whole batch gives (the same loss, the same gradient,
 /// up to the order of the sums).
-fn in_length_groups<C>(
+pub(crate) fn in_length_groups<C>(
     batch: &ChatBatch,
     (group, step): (usize, usize),
     targets: impl Fn(&ChatBatch) -> (Array2<u32>, Array2<f32>),
