@@ -24,6 +24,7 @@
 //! ```text
 //! <out>/
 //! ├── vlm-ablations.md          the generated tables
+//! ├── vlm-ablations.txt         their figures one by one, for the chapter's prose
 //! ├── vlm-ablations.json        every number
 //! └── runs/<variant>/seed-<n>/  a multimodal run folder (train eval reads it), or a cross-attention run
 //! ```
@@ -48,6 +49,8 @@ use crate::vlm_run::{
 /// The markdown tables and the JSON file `vlm-ablate` writes into its folder.
 pub const TABLE_FILE: &str = "vlm-ablations.md";
 pub const JSON_FILE: &str = "vlm-ablations.json";
+/// The tables' figures one by one, as mdBook anchors for the chapter's prose.
+pub const FIGURES_FILE: &str = "vlm-ablations.txt";
 /// The subfolder of the ablation folder holding the runs.
 pub const RUNS_DIR: &str = "runs";
 
@@ -400,7 +403,8 @@ fn different(dir: &Path) -> RunError {
 // ANCHOR: vlm_ablate
 /// Runs (or reads back, or resumes) every variant of `settings` with each
 /// seed under `out/runs/<variant>/seed-<n>/`, the baseline of a seed first,
-/// and writes `out/vlm-ablations.md` and `out/vlm-ablations.json`.
+/// and writes `out/vlm-ablations.md`, `out/vlm-ablations.txt` and
+/// `out/vlm-ablations.json`.
 ///
 /// # Errors
 /// Bad settings, a file that cannot be written, a folder that holds a run
@@ -448,6 +452,7 @@ pub fn vlm_ablate(
         model::write_atomic(&path, text.as_bytes()).map_err(run::io(&path))
     };
     write(TABLE_FILE, &table(&ablation))?;
+    write(FIGURES_FILE, &figures(&ablation))?;
     let json = serde_json::to_string_pretty(&ablation).map_err(|source| RunError::Json {
         path: out.join(JSON_FILE),
         source,
@@ -833,6 +838,104 @@ pub fn table(ablation: &VlmAblation) -> String {
 }
 // ANCHOR_END: table
 
+/// The columns of the evaluation as anchor suffixes.
+const COLUMN_NAMES: [&str; 3] = ["seen", "held_out", "unseen"];
+
+/// The figures of the tables, one mdBook anchor each, so that the chapter
+/// quotes them by including them rather than typing them:
+/// `<variant>_<row>_<column>` (`scratch_all_seen`, `no_lm_relations_held_out`)
+/// for the model, `<variant>_blind_<column>`, `majority_<row>_<column>`,
+/// and `apart_<column>`: a clause saying which variants' ranges over the
+/// seeds lie wholly above or below the baseline's on all questions.
+pub fn figures(ablation: &VlmAblation) -> String {
+    let mut text = String::from(
+        "The figures of vlm-ablations.md one by one (exact match in %: the mean over the seeds \
+         and, in brackets, the lowest and the highest run), one anchor each, included inline by \
+         the chapter. Written by `train vlm-ablate`; do not edit by hand.\n",
+    );
+    let mut anchor = |name: String, value: String| {
+        text += &format!("ANCHOR: {name}\n{value}\nANCHOR_END: {name}\n");
+    };
+    let id = |name: &str| name.replace('-', "_");
+    for s in &ablation.summary {
+        let v = id(s.variant.name());
+        for (c, column) in COLUMN_NAMES.iter().enumerate() {
+            for (row, _) in &s.model {
+                anchor(
+                    format!("{v}_{}_{column}", id(row)),
+                    cell(get(&s.model, row, c)),
+                );
+            }
+            anchor(format!("{v}_blind_{column}"), cell(get(&s.blind, "all", c)));
+        }
+    }
+    if let Some(s) = ablation.summary.first() {
+        for (c, column) in COLUMN_NAMES.iter().enumerate() {
+            for (row, _) in &s.majority {
+                anchor(
+                    format!("majority_{}_{column}", id(row)),
+                    cell(get(&s.majority, row, c)),
+                );
+            }
+        }
+    }
+    for (c, column) in COLUMN_NAMES.iter().enumerate() {
+        anchor(format!("apart_{column}"), apart(ablation, c));
+    }
+    text
+}
+
+/// Which variants' ranges over the seeds, on all questions of `column`,
+/// lie wholly below or above the baseline's, as a clause.
+fn apart(ablation: &VlmAblation, column: usize) -> String {
+    let all = |s: &VariantSummary| get(&s.model, "all", column);
+    let Some(base) = ablation
+        .summary
+        .iter()
+        .find(|s| s.variant == VlmVariant::Baseline)
+        .and_then(all)
+    else {
+        return "there is no baseline to compare with".to_string();
+    };
+    let (mut below, mut above) = (Vec::new(), Vec::new());
+    let mut others = 0;
+    for s in &ablation.summary {
+        let Some(v) = all(s).filter(|_| s.variant != VlmVariant::Baseline) else {
+            continue;
+        };
+        others += 1;
+        let named = format!("{} at {}", s.variant.name(), cell(Some(v)));
+        if v.max < base.min {
+            below.push(named);
+        } else if v.min > base.max {
+            above.push(named);
+        }
+    }
+    let base = cell(Some(base));
+    let rest = match others - below.len() - above.len() {
+        n if n == others => {
+            return format!("every variant's range over the seeds overlaps the baseline's {base}");
+        }
+        0 => "no variant's range overlaps it".to_string(),
+        1 => "the one other variant's range overlaps it".to_string(),
+        n => format!("the other {n} variants' ranges overlap it"),
+    };
+    let ranges = |names: &[String]| match names {
+        [one] => format!("the range over the seeds of {one} lies"),
+        _ => format!("the ranges over the seeds of {} lie", names.join(" and ")),
+    };
+    let side = match (below.is_empty(), above.is_empty()) {
+        (false, true) => format!("{} wholly below the baseline's {base}", ranges(&below)),
+        (true, false) => format!("{} wholly above the baseline's {base}", ranges(&above)),
+        _ => format!(
+            "{} wholly below the baseline's {base}, and {} wholly above it",
+            ranges(&below),
+            ranges(&above)
+        ),
+    };
+    format!("{side}; {rest}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -952,6 +1055,88 @@ mod tests {
         out
     }
 
+    /// An ablation of made-up spreads on all seen questions: `(variant, lowest, highest)`.
+    fn made_up(ranges: &[(VlmVariant, f64, f64)]) -> VlmAblation {
+        let spread = |lo: f64, hi: f64| Spread {
+            mean: (lo + hi) / 2.0,
+            min: lo,
+            max: hi,
+            seeds: 3,
+        };
+        let summary = ranges
+            .iter()
+            .map(|&(variant, lo, hi)| VariantSummary {
+                variant,
+                model: vec![
+                    (
+                        "relations".to_string(),
+                        [Some(spread(0.1, 0.2)), None, None],
+                    ),
+                    ("all".to_string(), [Some(spread(lo, hi)), None, None]),
+                ],
+                blind: vec![("all".to_string(), [Some(spread(0.2, 0.3)), None, None])],
+                majority: vec![("all".to_string(), [Some(spread(0.25, 0.25)), None, None])],
+                train_seconds: None,
+                parameters: 0,
+            })
+            .collect();
+        VlmAblation {
+            settings: VlmAblateConfig::default(),
+            command: String::new(),
+            base: VlmRunConfig::default(),
+            seeds: vec![0, 1, 2],
+            runs: Vec::new(),
+            summary,
+        }
+    }
+
+    #[test]
+    fn the_figures_say_which_variants_stand_apart() {
+        use VlmVariant::*;
+        let overlapping = made_up(&[
+            (Baseline, 0.4, 0.5),
+            (NoLm, 0.45, 0.55),
+            (NoAlign, 0.3, 0.4),
+        ]);
+        assert_eq!(
+            apart(&overlapping, 0),
+            "every variant's range over the seeds overlaps the baseline's 45.0 (40–50)"
+        );
+        let apart_both = made_up(&[
+            (Baseline, 0.4, 0.5),
+            (NoLm, 0.45, 0.55),
+            (Scratch, 0.3, 0.35),
+            (NoAlign, 0.2, 0.3),
+            (CrossAttention, 0.6, 0.7),
+        ]);
+        assert_eq!(
+            apart(&apart_both, 0),
+            "the ranges over the seeds of scratch at 32.5 (30–35) and no-align at 25.0 (20–30) \
+             lie wholly below the baseline's 45.0 (40–50), and the range over the seeds of \
+             cross-attention at 65.0 (60–70) lies wholly above it; the one other variant's range \
+             overlaps it"
+        );
+        let one = made_up(&[(Baseline, 0.4, 0.5), (Scratch, 0.3, 0.35)]);
+        assert_eq!(
+            apart(&one, 0),
+            "the range over the seeds of scratch at 32.5 (30–35) lies wholly below the \
+             baseline's 45.0 (40–50); no variant's range overlaps it"
+        );
+        // a column nobody measured, and no baseline
+        assert_eq!(apart(&one, 1), "there is no baseline to compare with");
+        let figures = figures(&apart_both);
+        for needle in [
+            "ANCHOR: baseline_all_seen\n45.0 (40–50)\nANCHOR_END: baseline_all_seen\n",
+            "ANCHOR: no_lm_relations_seen\n15.0 (10–20)\n",
+            "ANCHOR: cross_attention_blind_seen\n25.0 (20–30)\n",
+            "ANCHOR: majority_all_seen\n25.0 (25–25)\n",
+            "ANCHOR: scratch_all_held_out\n–\n",
+            "ANCHOR: apart_seen\nthe ranges over the seeds of scratch",
+        ] {
+            assert!(figures.contains(needle), "{needle} missing:\n{figures}");
+        }
+    }
+
     fn micro() -> VlmAblateConfig {
         VlmAblateConfig {
             seeds: 2,
@@ -975,6 +1160,12 @@ mod tests {
         let ablation = vlm_ablate(&out, &settings, Progress::Quiet).unwrap();
         assert_eq!(ablation.runs.len(), 6);
         let md = std::fs::read_to_string(out.join(TABLE_FILE)).unwrap();
+        let figures = std::fs::read_to_string(out.join(FIGURES_FILE)).unwrap();
+        assert!(figures.contains("ANCHOR: apart_unseen\n"), "{figures}");
+        assert!(
+            figures.contains("ANCHOR: no_align_all_held_out\n"),
+            "{figures}"
+        );
         for needle in [
             "baseline",
             "no-align",
