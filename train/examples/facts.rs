@@ -13,7 +13,6 @@
 
 use embedding::Params;
 use model::{ImageConfig, ModelConfig};
-use std::fmt::Write as _;
 use std::path::Path;
 use train::data::{Colour, HELD_OUT, Position, Shape, Size, World};
 use train::data::{folder::VALIDATION_EVERY, toy};
@@ -44,7 +43,7 @@ impl Facts {
              do not edit by hand.\n",
         );
         for (name, value) in &self.0 {
-            let _ = write!(text, "ANCHOR: {name}\n{value}\nANCHOR_END: {name}\n");
+            text += &train::ablate::anchored(name, value);
         }
         text
     }

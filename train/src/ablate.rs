@@ -291,6 +291,12 @@ fn spread_inline(values: &[f32]) -> String {
     }
 }
 
+/// `value` between mdBook anchor lines named `name`, for a chapter to
+/// include inline (`{{#include file:name}}`).
+pub fn anchored(name: &str, value: &str) -> String {
+    format!("ANCHOR: {name}\n{value}\nANCHOR_END: {name}\n")
+}
+
 /// The figures of the tables, one mdBook anchor each, named
 /// `<variant>_<figure>` (`caption_long_position`, `vit_zero_shot_held_out`),
 /// each `mean % (lowest–highest)` over the seeds, so that a chapter can
@@ -325,10 +331,7 @@ pub fn figures(results: &[AblationResult]) -> String {
         for (figure, f) in FIGURES {
             let values: Vec<f32> = runs.iter().map(|r| f(r)).collect();
             let name = format!("{}_{figure}", variant.name().replace('-', "_"));
-            text += &format!(
-                "ANCHOR: {name}\n{}\nANCHOR_END: {name}\n",
-                spread_inline(&values)
-            );
+            text += &anchored(&name, &spread_inline(&values));
         }
     }
     text

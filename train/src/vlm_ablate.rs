@@ -854,7 +854,7 @@ pub fn figures(ablation: &VlmAblation) -> String {
          the chapter. Written by `train vlm-ablate`; do not edit by hand.\n",
     );
     let mut anchor = |name: String, value: String| {
-        text += &format!("ANCHOR: {name}\n{value}\nANCHOR_END: {name}\n");
+        text += &crate::ablate::anchored(&name, &value);
     };
     let id = |name: &str| name.replace('-', "_");
     for s in &ablation.summary {
@@ -895,7 +895,7 @@ fn apart(ablation: &VlmAblation, column: usize) -> String {
         .find(|s| s.variant == VlmVariant::Baseline)
         .and_then(all)
     else {
-        return "there is no baseline to compare with".to_string();
+        return "the baseline measured nothing here to compare with".to_string();
     };
     let (mut below, mut above) = (Vec::new(), Vec::new());
     let mut others = 0;
@@ -912,6 +912,9 @@ fn apart(ablation: &VlmAblation, column: usize) -> String {
         }
     }
     let base = cell(Some(base));
+    if others == 0 {
+        return format!("no variant measured anything here to compare with the baseline's {base}");
+    }
     let rest = match others - below.len() - above.len() {
         n if n == others => {
             return format!("every variant's range over the seeds overlaps the baseline's {base}");
@@ -1122,8 +1125,15 @@ mod tests {
             "the range over the seeds of scratch at 32.5 (30–35) lies wholly below the \
              baseline's 45.0 (40–50); no variant's range overlaps it"
         );
-        // a column nobody measured, and no baseline
-        assert_eq!(apart(&one, 1), "there is no baseline to compare with");
+        // a column nobody measured, and a baseline alone
+        assert_eq!(
+            apart(&one, 1),
+            "the baseline measured nothing here to compare with"
+        );
+        assert_eq!(
+            apart(&made_up(&[(Baseline, 0.4, 0.5)]), 0),
+            "no variant measured anything here to compare with the baseline's 45.0 (40–50)"
+        );
         let figures = figures(&apart_both);
         for needle in [
             "ANCHOR: baseline_all_seen\n45.0 (40–50)\nANCHOR_END: baseline_all_seen\n",
