@@ -98,6 +98,13 @@ fn the_micro_recipe_trains_resumes_answers_and_chats() {
     );
     let gallery = std::fs::read_to_string(figures.join("gallery.md")).unwrap();
     assert!(gallery.contains("\"x/gallery.png\""), "{gallery}");
+    let positions = std::fs::read_to_string(figures.join("image_positions.md")).unwrap();
+    assert!(
+        positions.contains("\"x/image_positions.svg\"") && positions.contains("in one row: "),
+        "{positions}"
+    );
+    let heatmap = std::fs::read_to_string(figures.join("image_positions.svg")).unwrap();
+    assert!(heatmap.contains("top left") && heatmap.contains("bottom right"));
     assert!(gallery.contains('✓') || gallery.contains('✗'), "{gallery}");
     // a picture to talk about
     let export = train(

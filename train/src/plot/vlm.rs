@@ -13,13 +13,17 @@
 //! - `answer_attention.png` + `answer_attention.md`: for pictures of
 //!   several objects, "what colour is the …?" asked about each object, and
 //!   where the position that writes the answer looks among the image
-//!   tokens.
+//!   tokens;
+//! - `image_positions.svg` + `image_positions.md`: how alike the language
+//!   model's position vectors are where the picture's tokens sit, and how
+//!   often the answers that name a cell get its row and its column right.
 
-use super::charts::drawn;
+use super::charts::{drawn, heatmap_svg_axis};
 use super::figures::{PlotError, PlotReport, create_dir, save_png, write_text};
 use super::overlay::{normalise_max, overlay, tile_rows, upscale_nearest};
 use crate::data::answers::{AccuracyTable, Column, Tally, exact_match};
 use crate::data::questions::{Example, Family, QaData, Split};
+use crate::data::scenes::{Cell, GRID};
 use crate::run::{self, RunError, checkpoint_dir, read_json};
 use crate::vlm_eval::{answer_attention, answer_turns, answer_turns_of, probe_tower};
 use crate::vlm_run::{
@@ -101,6 +105,10 @@ pub fn plot_vlm_run(
     let (picture, text) = attention_figure(&vlm, &tokenizer, &data, link_base)?;
     save_png(&out.join("answer_attention.png"), &picture, &mut report)?;
     write_text(&out, "answer_attention.md", &text, &mut report)?;
+
+    let (svg, text) = image_positions(&vlm, &tokenizer, &metrics, link_base)?;
+    write_text(&out, "image_positions.svg", &svg, &mut report)?;
+    write_text(&out, "image_positions.md", &text, &mut report)?;
     Ok(report)
 }
 // ANCHOR_END: plot_vlm_run
@@ -440,7 +448,6 @@ fn attention_focus(
     examples: &[Example],
     images: &Array4<f32>,
 ) -> Result<Focus, PlotError> {
-    use crate::data::scenes::{Cell, GRID};
     let (mut asked, mut other, mut empty) = ((0.0, 0), (0.0, 0), (0.0, 0));
     for (k, example) in examples.iter().enumerate() {
         if example.scene.len() < 2 || !distinct_shapes(example) {
@@ -482,3 +489,202 @@ fn attention_focus(
     })
 }
 // ANCHOR_END: attention_focus
+
+// ANCHOR: image_positions
+/// The CNN tower's tokens say what is in a cell, hardly where: a cell's
+/// place reaches the language model through the position vector added at
+/// the token's slot. The cosine similarity of those vectors between every
+/// two image tokens (a heatmap), their mean over pairs in one row, in one
+/// column and in neither, and how often the evaluation's answers that name
+/// a cell get its row word and its column word right.
+fn image_positions(
+    vlm: &Vlm,
+    tokenizer: &Tokenizer,
+    metrics: &VlmMetrics,
+    link_base: &str,
+) -> Result<(String, String), PlotError> {
+    let tokens = vlm.config().tokens;
+    let question = format!("{IMAGE} where is it?");
+    let prompt = model::encode_prompt(
+        tokenizer,
+        &tokens,
+        &[],
+        &question,
+        model::ImageSlot::Required,
+    )
+    .map_err(|e| {
+        PlotError::Run(RunError::BadValue {
+            name: "run",
+            why: e.to_string(),
+        })
+    })?;
+    let row = ndarray::Array2::from_shape_vec((1, prompt.len()), prompt).expect("one row");
+    let first = vlm.image_positions(&row)[0]; // the spliced slot of image token 0
+    let n = vlm.num_image_tokens();
+    let cls = usize::from(vlm.config().projector.keep_cls);
+    let side = (n - cls).isqrt();
+    if side * side != n - cls {
+        return Err(PlotError::NotAGrid { tokens: n });
+    }
+    let table = &vlm.language_model.position_embedding.weight;
+    let vectors = table.slice(s![first + cls..first + n, ..]); // [side², C]
+    let norms = vectors.map_axis(ndarray::Axis(1), |v| {
+        v.dot(&v).sqrt().max(f32::MIN_POSITIVE)
+    });
+    let unit = &vectors / &norms.insert_axis(ndarray::Axis(1));
+    let cosine = unit.dot(&unit.t()); // [side², side²]
+    let labels: Vec<String> = (0..side * side)
+        .map(|i| {
+            if side == GRID {
+                Cell::ALL[i].words().to_string()
+            } else {
+                format!("row {}, column {}", i / side + 1, i % side + 1)
+            }
+        })
+        .collect();
+    let svg = heatmap_svg_axis(
+        &cosine,
+        &labels,
+        "cosine of the position vectors at the image tokens",
+        "image token",
+    );
+    // mean cosine over pairs in one row, in one column, in neither
+    let mut sums = [(0.0f32, 0usize); 3];
+    for i in 0..side * side {
+        for j in i + 1..side * side {
+            let kind = if i / side == j / side {
+                0
+            } else if i % side == j % side {
+                1
+            } else {
+                2
+            };
+            sums[kind].0 += cosine[[i, j]];
+            sums[kind].1 += 1;
+        }
+    }
+    let mean = |(sum, count): (f32, usize)| sum / count.max(1) as f32;
+    let (in_row, in_col) = (mean(sums[0]), mean(sums[1]));
+    let mut text = format!(
+        "<img src=\"{link_base}image_positions.svg\" alt=\"the cosine similarity of the \
+         language model's position vectors between every two image tokens\">\n\n\
+         Mean cosine of the position vectors of two image tokens in one row: {in_row:.2}; \
+         in one column: {in_col:.2}; in neither: {:.2}. {}\n",
+        mean(sums[2]),
+        alike_clause(in_row, in_col),
+    );
+    let places = cell_answers(&metrics.answered);
+    if places.answers > 0 {
+        let pc = |k: usize| 100.0 * k as f64 / places.answers as f64;
+        let _ = write!(
+            text,
+            "\nOf the {} evaluation answers that should name a cell (\"where is …?\" and its \
+             follow-ups, every split), {:.1}% are right; the row word is right in {:.1}%, \
+             the column word in {:.1}%. ",
+            places.answers,
+            pc(places.both),
+            pc(places.row),
+            pc(places.col),
+        );
+        text.push_str(match places.row.cmp(&places.col) {
+            std::cmp::Ordering::Greater => "The row is found more often than the column.\n",
+            std::cmp::Ordering::Less => "The column is found more often than the row.\n",
+            std::cmp::Ordering::Equal => "The row and the column are found equally often.\n",
+        });
+    }
+    Ok((svg, text))
+}
+// ANCHOR_END: image_positions
+
+/// Which of the two groups of image tokens has the more alike position
+/// vectors (a tie within 0.05 is called one).
+fn alike_clause(in_row: f32, in_col: f32) -> &'static str {
+    if (in_row - in_col).abs() < 0.05 {
+        "Tokens of one row and tokens of one column are about as alike."
+    } else if in_row > in_col {
+        "Tokens of one row are more alike than tokens of one column: \
+         the position vectors tell the rows apart better than the columns of a row."
+    } else {
+        "Tokens of one column are more alike than tokens of one row: \
+         the position vectors tell the columns apart better than the rows of a column."
+    }
+}
+
+/// How the answers whose expected answer is a cell's words did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct CellAnswers {
+    answers: usize,
+    row: usize,
+    col: usize,
+    both: usize,
+}
+
+/// The cell a text names (`top left`, `middle`, …), if it names one.
+fn named_cell(text: &str) -> Option<Cell> {
+    Cell::ALL.into_iter().find(|c| exact_match(text, c.words()))
+}
+
+/// Counts, over the answers that should name a cell, those whose row and
+/// whose column are right (an answer that names no cell gets neither).
+fn cell_answers(answered: &[crate::vlm_eval::Answered]) -> CellAnswers {
+    let mut out = CellAnswers::default();
+    for a in answered {
+        let Some(expected) = named_cell(&a.expected) else {
+            continue;
+        };
+        out.answers += 1;
+        if let Some(got) = named_cell(&a.answer) {
+            out.row += usize::from(got.row == expected.row);
+            out.col += usize::from(got.col == expected.col);
+            out.both += usize::from(got == expected);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vlm_eval::Answered;
+
+    fn answered(expected: &str, answer: &str) -> Answered {
+        Answered {
+            question: "where is the red one?".to_string(),
+            expected: expected.to_string(),
+            answer: answer.to_string(),
+            blind: String::new(),
+            family: "attribute".to_string(),
+            correct: exact_match(answer, expected),
+        }
+    }
+
+    #[test]
+    fn answers_naming_a_cell_are_scored_by_row_and_by_column() {
+        let places = cell_answers(&[
+            answered("top left", "top left"),        // both
+            answered("top left", "top middle"),      // row only
+            answered("middle", "bottom middle"),     // column only ("middle" is the centre)
+            answered("bottom right", "circle"),      // names no cell: neither
+            answered("red", "red"),                  // not about a place: not counted
+            answered("Middle Right", "middle left"), // row only, case aside
+        ]);
+        assert_eq!(
+            places,
+            CellAnswers {
+                answers: 5,
+                row: 3,
+                col: 2,
+                both: 1
+            }
+        );
+        assert_eq!(named_cell("middle"), Some(Cell { row: 1, col: 1 }));
+        assert_eq!(named_cell("left"), None);
+    }
+
+    #[test]
+    fn the_clause_names_the_more_alike_group_or_none() {
+        assert!(alike_clause(0.3, -0.1).starts_with("Tokens of one row are more alike"));
+        assert!(alike_clause(-0.1, 0.3).starts_with("Tokens of one column are more alike"));
+        assert!(alike_clause(0.1, 0.12).contains("about as alike"));
+    }
+}
