@@ -21,6 +21,7 @@
 use super::charts::{drawn, heatmap_svg_axis};
 use super::figures::{PlotError, PlotReport, create_dir, save_png, write_text};
 use super::overlay::{normalise_max, overlay, tile_rows, upscale_nearest};
+use super::vectors::cosine_matrix;
 use crate::data::answers::{AccuracyTable, Column, Tally, exact_match};
 use crate::data::questions::{Example, Family, QaData, Split};
 use crate::data::scenes::{Cell, GRID};
@@ -526,13 +527,8 @@ fn image_positions(
     if side * side != n - cls {
         return Err(PlotError::NotAGrid { tokens: n });
     }
-    let table = &vlm.language_model.position_embedding.weight;
-    let vectors = table.slice(s![first + cls..first + n, ..]); // [side², C]
-    let norms = vectors.map_axis(ndarray::Axis(1), |v| {
-        v.dot(&v).sqrt().max(f32::MIN_POSITIVE)
-    });
-    let unit = &vectors / &norms.insert_axis(ndarray::Axis(1));
-    let cosine = unit.dot(&unit.t()); // [side², side²]
+    let slots: Vec<u32> = (first + cls..first + n).map(|t| t as u32).collect();
+    let cosine = cosine_matrix(&vlm.language_model.position_embedding.weight, &slots); // [side², side²]
     let labels: Vec<String> = (0..side * side)
         .map(|i| {
             if side == GRID {
