@@ -22,6 +22,7 @@ pub mod overlay;
 pub mod pca;
 pub mod vectors;
 pub mod vlm;
+pub mod wording;
 
 pub use charts::{ScatterPoint, heatmap_svg, heatmap_svg_axis, loss_svg, scatter_svg};
 pub use figures::{

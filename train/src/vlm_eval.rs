@@ -25,7 +25,8 @@ use tokenizer::Tokenizer;
 use crate::data::answers::{
     AccuracyTable, accuracy_table, exact_match, majority_answers, majority_baseline,
 };
-use crate::data::questions::{Example, Family, QaData, Split, TurnMeta};
+use crate::data::questions::{Example, Family, QaData, Split, TurnMeta, Wording};
+use crate::data::scenes::Pairs;
 
 /// The most tokens an answer may have (a six-object caption is the longest).
 pub const MAX_ANSWER_TOKENS: usize = 80;
@@ -39,6 +40,20 @@ pub struct Answered {
     pub blind: String,
     pub family: String,
     pub correct: bool,
+    /// What the question asks (a [`Kind`](crate::data::questions::Kind)
+    /// by name, e.g. `CountColour`); empty in a `metrics.json` written
+    /// before it was recorded.
+    #[serde(default)]
+    pub kind: String,
+    /// The phrasing's template (`how many {c} shapes are there?`).
+    #[serde(default)]
+    pub phrasing: String,
+    /// Whether training never shows that phrasing.
+    #[serde(default)]
+    pub unseen_wording: bool,
+    /// Whether the turn is about a held-out (shape, colour) pair.
+    #[serde(default)]
+    pub held_out: bool,
 }
 
 /// The evaluation of a multimodal model.
@@ -172,6 +187,12 @@ pub fn evaluate_answers(
                 blind,
                 family: turn.meta.family.name().to_string(),
                 correct,
+                kind: format!("{:?}", turn.meta.kind),
+                phrasing: turn.meta.kind.phrasings()[turn.meta.phrasing]
+                    .template
+                    .to_string(),
+                unseen_wording: turn.meta.wording == Wording::Unseen,
+                held_out: turn.meta.pairs == Pairs::HeldOut,
             });
         }
     }

@@ -105,6 +105,13 @@ fn the_micro_recipe_trains_resumes_answers_and_chats() {
     );
     let heatmap = std::fs::read_to_string(figures.join("image_positions.svg")).unwrap();
     assert!(heatmap.contains("top left") && heatmap.contains("bottom right"));
+    // the micro run asks in unseen phrasings too: one row per phrasing asked
+    let wording = std::fs::read_to_string(figures.join("wording.md")).unwrap();
+    assert!(
+        wording.contains("| phrasing training never showed |")
+            && wording.contains("The largest drop is `"),
+        "{wording}"
+    );
     assert!(gallery.contains('✓') || gallery.contains('✗'), "{gallery}");
     // a picture to talk about
     let export = train(

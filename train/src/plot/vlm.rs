@@ -16,7 +16,10 @@
 //!   tokens;
 //! - `image_positions.svg` + `image_positions.md`: how alike the language
 //!   model's position vectors are where the picture's tokens sit, and how
-//!   often the answers that name a cell get its row and its column right.
+//!   often the answers that name a cell get its row and its column right;
+//! - `wording.md`: each phrasing training never showed against the seen
+//!   phrasings of its question, and the wrong answers of another kind
+//!   ([`super::wording`]).
 
 use super::charts::{drawn, heatmap_svg_axis};
 use super::figures::{PlotError, PlotReport, create_dir, save_png, write_text};
@@ -110,6 +113,9 @@ pub fn plot_vlm_run(
     let (svg, text) = image_positions(&vlm, &tokenizer, &metrics, link_base)?;
     write_text(&out, "image_positions.svg", &svg, &mut report)?;
     write_text(&out, "image_positions.md", &text, &mut report)?;
+
+    let text = super::wording::wording_md(&metrics.answered);
+    write_text(&out, "wording.md", &text, &mut report)?;
     Ok(report)
 }
 // ANCHOR_END: plot_vlm_run
@@ -651,6 +657,10 @@ mod tests {
             blind: String::new(),
             family: "attribute".to_string(),
             correct: exact_match(answer, expected),
+            kind: "Where".to_string(),
+            phrasing: "where is the {c} one?".to_string(),
+            unseen_wording: false,
+            held_out: false,
         }
     }
 
