@@ -344,72 +344,40 @@ mod tests {
     #[test]
     fn an_unseen_phrasing_is_compared_with_the_seen_phrasings_of_its_question() {
         let count = "how many {c} shapes does the picture show?";
-        let answered = vec![
+        let (seen_count, number) = (
+            "how many {c} shapes are there?",
+            "what is the number of {c} shapes?",
+        );
+        let describe = "what does the picture show?";
+        let caption = "a big red circle in the middle";
+        #[rustfmt::skip]
+        let turns = [
             // the question in two seen phrasings: 3 of 4 right
-            turn(
-                "CountColour",
-                "how many {c} shapes are there?",
-                false,
-                "2",
-                "2",
-            ),
-            turn(
-                "CountColour",
-                "how many {c} shapes are there?",
-                false,
-                "1",
-                "1",
-            ),
-            turn(
-                "CountColour",
-                "what is the number of {c} shapes?",
-                false,
-                "1",
-                "1",
-            ),
-            turn(
-                "CountColour",
-                "what is the number of {c} shapes?",
-                false,
-                "3",
-                "2",
-            ),
+            ("CountColour", seen_count, false, "2", "2"),
+            ("CountColour", seen_count, false, "1", "1"),
+            ("CountColour", number, false, "1", "1"),
+            ("CountColour", number, false, "3", "2"),
             // unseen: 1 of 4 right; two captions and a wrong number
-            turn("CountColour", count, true, "2", "2"),
-            turn(
-                "CountColour",
-                count,
-                true,
-                "1",
-                "a big red circle in the middle",
-            ),
-            turn(
-                "CountColour",
-                count,
-                true,
-                "1",
-                "a small red ring in the top left",
-            ),
-            turn("CountColour", count, true, "3", "1"),
+            ("CountColour", count, true, "2", "2"),
+            ("CountColour", count, true, "1", caption),
+            ("CountColour", count, true, "1", "a small red ring in the top left"),
+            ("CountColour", count, true, "3", "1"),
             // another question: seen 2 of 2, unseen 2 of 2
-            turn("Colour", "what colour is the {s}?", false, "red", "red"),
-            turn("Colour", "what colour is the {s}?", false, "blue", "blue"),
-            turn("Colour", "the {s} is what colour?", true, "red", "red"),
-            turn("Colour", "the {s} is what colour?", true, "cyan", "cyan"),
-            // a held-out pair counts nowhere
-            Answered {
-                held_out: true,
-                ..turn("Colour", "what colour is the {s}?", false, "red", "blue")
-            },
+            ("Colour", "what colour is the {s}?", false, "red", "red"),
+            ("Colour", "what colour is the {s}?", false, "blue", "blue"),
+            ("Colour", "the {s} is what colour?", true, "red", "red"),
+            ("Colour", "the {s} is what colour?", true, "cyan", "cyan"),
             // the describe question whose ending the unseen one shares
-            turn(
-                "Describe",
-                "what does the picture show?",
-                false,
-                "a big red circle in the middle",
-                "a big red circle in the middle",
-            ),
+            ("Describe", describe, false, caption, caption),
         ];
+        let mut answered: Vec<Answered> = (turns.iter())
+            .map(|&(k, p, u, e, a)| turn(k, p, u, e, a))
+            .collect();
+        // a held-out pair counts nowhere
+        answered.push(Answered {
+            held_out: true,
+            ..turn("Colour", "what colour is the {s}?", false, "red", "blue")
+        });
         let rows = wording_rows(&answered);
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].phrasing, count, "the largest drop first");
