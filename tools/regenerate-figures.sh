@@ -73,10 +73,13 @@ cargo run --release -p train --example using -- runs/default
 
 # 7. The multimodal LLM (runs/vlm): the four stages, its results beside the
 #    blind and majority baselines, the tower's probe, the gallery and the
-#    answer attention; then ask and chat in the chapter "Using the trained
-#    model".
+#    answer attention, the image positions, the unseen wording; then ask
+#    and chat in the chapter "Using the trained model". A finished run is
+#    evaluated again (seconds; the same answers), so that its metrics.json
+#    holds every field the figures read, whichever version wrote it.
 if [ -f runs/vlm/metrics.json ]; then
     echo "reusing the finished run in runs/vlm"
+    cargo run --release -p train -- eval runs/vlm
 else
     cargo run --release -p train -- vlm
 fi
