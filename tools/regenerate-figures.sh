@@ -89,10 +89,13 @@ cargo run --release -p train --example using_vlm -- runs/vlm
 
 # 7b. Its ablations, each variant with every seed: at VLM_ABLATION_SCALE of
 #     the default run's length (1, the full length, by default: about two
-#     hours on two cores), the tables and their figures one by one for the
-#     sentences that quote them; and at VLM_SHORT_SCALE (a third), where the
-#     chapter shows what a too-short ablation does not tell apart.
+#     hours on two cores, and 40 minutes more for stage 4 three times as
+#     long), the tables and their figures one by one for the sentences that
+#     quote them; and at VLM_SHORT_SCALE (a third, the default variants
+#     only), where the chapter shows what a too-short ablation does not
+#     tell apart.
 cargo run --release -p train -- vlm-ablate --scale "$VLM_ABLATION_SCALE" --seeds "$ABLATION_SEEDS" \
+    --variants no-lm,no-align,scratch,unfrozen-tower,prefix-lm,cross-attention,long-instruct \
     --out runs/vlm-ablate
 cp runs/vlm-ablate/vlm-ablations.md runs/vlm-ablate/vlm-ablations.txt book/src/generated/multimodal/
 cargo run --release -p train -- vlm-ablate --scale "$VLM_SHORT_SCALE" --seeds "$ABLATION_SEEDS" \

@@ -118,8 +118,9 @@ struct VlmAblateArgs {
     /// each stage a quarter as long.
     #[arg(long, default_value_t = 1.0)]
     scale: f64,
-    /// The variants to run, separated by commas (default: all; the
-    /// baseline always runs).
+    /// The variants to run, separated by commas (default: all but
+    /// long-instruct, which costs as much as the rest; the baseline always
+    /// runs).
     #[arg(long, value_enum, value_delimiter = ',')]
     variants: Vec<train::vlm_ablate::VlmVariant>,
     /// Conversations per evaluation split (default: the recipe's).

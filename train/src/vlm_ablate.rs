@@ -74,11 +74,26 @@ pub enum VlmVariant {
     PrefixLm,
     /// The cross-attention decoder instead of image tokens in the context.
     CrossAttention,
+    /// Stage 4 three times as long (run only when listed).
+    LongInstruct,
 }
 
 impl VlmVariant {
     /// Every variant, in table order.
-    pub const ALL: [VlmVariant; 7] = [
+    pub const ALL: [VlmVariant; 8] = [
+        VlmVariant::Baseline,
+        VlmVariant::NoLm,
+        VlmVariant::NoAlign,
+        VlmVariant::Scratch,
+        VlmVariant::UnfrozenTower,
+        VlmVariant::PrefixLm,
+        VlmVariant::CrossAttention,
+        VlmVariant::LongInstruct,
+    ];
+
+    /// The variants run when none are named: all but the long stage 4,
+    /// which alone costs as much as the rest.
+    pub const DEFAULT: [VlmVariant; 7] = [
         VlmVariant::Baseline,
         VlmVariant::NoLm,
         VlmVariant::NoAlign,
@@ -98,6 +113,7 @@ impl VlmVariant {
             VlmVariant::UnfrozenTower => "unfrozen-tower",
             VlmVariant::PrefixLm => "prefix-lm",
             VlmVariant::CrossAttention => "cross-attention",
+            VlmVariant::LongInstruct => "long-instruct",
         }
     }
 
@@ -116,6 +132,9 @@ impl VlmVariant {
             VlmVariant::PrefixLm => "the prefix-LM mask instead of the causal one",
             VlmVariant::CrossAttention => {
                 "cross-attention instead of image tokens in the context: stage 1's caption decoder trained on stage 4's conversations"
+            }
+            VlmVariant::LongInstruct => {
+                "stage 4 three times as long (its warmup and curriculum as they are)"
             }
         }
     }
@@ -139,6 +158,7 @@ impl VlmVariant {
             }
             VlmVariant::UnfrozenTower => c.unfreeze_vision = true,
             VlmVariant::PrefixLm => c.mask = MaskKind::PrefixLm,
+            VlmVariant::LongInstruct => c.instruct.steps *= 3,
         }
         c
     }
@@ -213,7 +233,7 @@ impl Default for VlmAblateConfig {
             scale: 1.0,
             micro: false,
             eval_count: None,
-            variants: VlmVariant::ALL.to_vec(),
+            variants: VlmVariant::DEFAULT.to_vec(),
         }
     }
 }
@@ -270,7 +290,7 @@ impl VlmAblateConfig {
             line += &format!(" --eval-count {n}");
         }
         let variants = self.variants();
-        if variants.len() < VlmVariant::ALL.len() {
+        if variants != VlmVariant::DEFAULT {
             let names: Vec<&str> = variants[1..].iter().map(|v| v.name()).collect();
             line += &format!(" --variants {}", names.join(","));
         }
@@ -722,9 +742,20 @@ pub fn table(ablation: &VlmAblation) -> String {
             format!("{} {} × {}", s.folder(), c.steps, c.batch_size)
         })
         .collect();
+    // a variant that lengthens a stage says so (long-instruct); the others only cut
+    let lengthens = ablation.runs.iter().any(|r| {
+        Stage::ALL
+            .iter()
+            .any(|&s| r.config.stage(s).steps > b.stage(s).steps)
+    });
+    let changes = if lengthens {
+        "set some of them to 0 or lengthen one"
+    } else {
+        "set some of them to 0"
+    };
     let mut md = format!(
         "Every variant trained with seed{} {} (`{}`). Stage lengths in steps × examples: {} \
-         ({} × the {} recipe's); the variants set some of them to 0, as the first table says. \
+         ({} × the {} recipe's); the variants {changes}, as the first table says. \
          Evaluated on {} conversations of each split. A stage a variant shares with the \
          baseline of its seed was trained once, for the baseline, and taken over.\n\n",
         if seeds.len() == 1 { "" } else { "s" },
@@ -753,8 +784,12 @@ pub fn table(ablation: &VlmAblation) -> String {
                     .iter()
                     .find(|st| st.folder() == folder)
                     .map_or(run.config.instruct.steps, |&st| run.config.stage(st).steps);
-                if steps == 0 {
-                    format!("{folder} (0 steps)")
+                let base_steps = Stage::ALL
+                    .iter()
+                    .find(|st| st.folder() == folder)
+                    .map_or(b.instruct.steps, |&st| b.stage(st).steps);
+                if steps == 0 || steps > base_steps {
+                    format!("{folder} ({steps} steps)")
                 } else {
                     folder.clone()
                 }
@@ -967,6 +1002,13 @@ mod tests {
         assert_eq!(levels(VlmVariant::PrefixLm), 3); // and stage 2: the mask is read from stage 3 on
         assert_eq!(levels(VlmVariant::NoAlign), 3);
         assert_eq!(levels(VlmVariant::UnfrozenTower), 4);
+        assert_eq!(levels(VlmVariant::LongInstruct), 4); // stages 1 to 3
+        let long = VlmVariant::LongInstruct.config(&base);
+        assert_eq!(long.instruct.steps, 3 * base.instruct.steps);
+        assert_eq!(
+            (long.instruct.warmup, long.instruct.curriculum),
+            (base.instruct.warmup, base.instruct.curriculum)
+        );
         let scratch = VlmVariant::Scratch.config(&base);
         assert_eq!(
             (scratch.clip.steps, scratch.lm.steps, scratch.align.steps),
@@ -1010,6 +1052,17 @@ mod tests {
         assert_eq!(
             settings.command(),
             "cargo run --release -p train -- vlm-ablate --seeds 3 --scale 0.1"
+        );
+        let every = VlmAblateConfig {
+            variants: VlmVariant::ALL.to_vec(),
+            ..settings.clone()
+        };
+        assert!(
+            every.command().ends_with(
+                " --variants no-lm,no-align,scratch,unfrozen-tower,prefix-lm,cross-attention,long-instruct"
+            ),
+            "{}",
+            every.command()
         );
         for bad in [0.0, -1.0, f64::NAN, 1000.0] {
             let e = VlmAblateConfig {
