@@ -89,7 +89,7 @@ cargo run --release -p train --example using_vlm -- runs/vlm
 
 # 7b. Its ablations, each variant with every seed: at VLM_ABLATION_SCALE of
 #     the default run's length (1, the full length, by default: about two
-#     hours on two cores, and 40 minutes more for stage 4 three times as
+#     hours on two cores, and 45 minutes more for stage 4 three times as
 #     long), the tables and their figures one by one for the sentences that
 #     quote them; and at VLM_SHORT_SCALE (a third, the default variants
 #     only), where the chapter shows what a too-short ablation does not
