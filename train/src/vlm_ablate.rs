@@ -91,17 +91,11 @@ impl VlmVariant {
         VlmVariant::LongInstruct,
     ];
 
-    /// The variants run when none are named: all but the long stage 4,
-    /// which alone costs as much as the rest.
-    pub const DEFAULT: [VlmVariant; 7] = [
-        VlmVariant::Baseline,
-        VlmVariant::NoLm,
-        VlmVariant::NoAlign,
-        VlmVariant::Scratch,
-        VlmVariant::UnfrozenTower,
-        VlmVariant::PrefixLm,
-        VlmVariant::CrossAttention,
-    ];
+    /// Whether the variant runs when none are named: all but the long
+    /// stage 4, which alone costs as much as the rest.
+    pub fn runs_by_default(self) -> bool {
+        self != VlmVariant::LongInstruct
+    }
 
     /// The folder's name (and the `--variants` value).
     pub fn name(self) -> &'static str {
@@ -233,7 +227,9 @@ impl Default for VlmAblateConfig {
             scale: 1.0,
             micro: false,
             eval_count: None,
-            variants: VlmVariant::DEFAULT.to_vec(),
+            variants: (VlmVariant::ALL.into_iter())
+                .filter(|v| v.runs_by_default())
+                .collect(),
         }
     }
 }
@@ -290,7 +286,7 @@ impl VlmAblateConfig {
             line += &format!(" --eval-count {n}");
         }
         let variants = self.variants();
-        if variants != VlmVariant::DEFAULT {
+        if variants != VlmAblateConfig::default().variants() {
             let names: Vec<&str> = variants[1..].iter().map(|v| v.name()).collect();
             line += &format!(" --variants {}", names.join(","));
         }
@@ -780,14 +776,11 @@ pub fn table(ablation: &VlmAblation) -> String {
             .trained
             .iter()
             .map(|folder| {
-                let steps = Stage::ALL
-                    .iter()
-                    .find(|st| st.folder() == folder)
-                    .map_or(run.config.instruct.steps, |&st| run.config.stage(st).steps);
-                let base_steps = Stage::ALL
-                    .iter()
-                    .find(|st| st.folder() == folder)
-                    .map_or(b.instruct.steps, |&st| b.stage(st).steps);
+                // the cross-attention stage stands in stage 4's place
+                let stage = Stage::ALL.iter().find(|st| st.folder() == folder);
+                let steps =
+                    stage.map_or(run.config.instruct.steps, |&st| run.config.stage(st).steps);
+                let base_steps = stage.map_or(b.instruct.steps, |&st| b.stage(st).steps);
                 if steps == 0 || steps > base_steps {
                     format!("{folder} ({steps} steps)")
                 } else {
