@@ -11,7 +11,7 @@ use crate::data::answers::{Tally, normalise};
 use crate::data::scenes::Cell;
 use crate::data::{Colour, Shape, Size};
 use crate::vlm_eval::Answered;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 /// What kind of thing an answer is, from its words alone.
@@ -175,7 +175,7 @@ struct Pooled {
 /// questions that have an unseen one (seen pairs in both): `(seen, unseen)`.
 fn pooled(answered: &[Answered]) -> (Pooled, Pooled) {
     let asked = |a: &Answered| !a.held_out;
-    let kinds: Vec<&str> = (answered.iter())
+    let kinds: BTreeSet<&str> = (answered.iter())
         .filter(|a| asked(a) && a.unseen_wording)
         .map(|a| a.kind.as_str())
         .collect();
@@ -289,10 +289,13 @@ pub fn wording_md(answered: &[Answered]) -> String {
         );
         match nearest_ending(&most.phrasing, answered) {
             Some((seen, words, answers)) if answers == kind => {
+                let last = match words {
+                    1 => "its last word ends".to_string(),
+                    n => format!("its last {n} words end"),
+                };
                 let _ = write!(
                     text,
-                    "; its last {words} words end the seen phrasing `{seen}` as well, which is \
-                     answered with {}.",
+                    "; {last} the seen phrasing `{seen}` as well, which is answered with {}.",
                     answers.name()
                 );
             }
@@ -435,6 +438,20 @@ mod tests {
         );
         assert!(
             text.contains("its last 4 words end the seen phrasing `what does the picture show?` as well, which is answered with a caption."),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_shared_ending_of_one_word_is_one_word() {
+        let answered = [
+            turn("CountAll", "how many shapes?", false, "2", "2"),
+            turn("CountAll", "the count of shapes, please?", true, "2", "yes"),
+            turn("Exists", "is there a {c} {s} please?", false, "yes", "yes"),
+        ];
+        let text = wording_md(&answered);
+        assert!(
+            text.contains("its last word ends the seen phrasing `is there a {c} {s} please?`"),
             "{text}"
         );
     }
