@@ -11,12 +11,15 @@
 #   tools/regenerate-figures.sh
 #   ABLATION_STEPS=1000 ABLATION_SEEDS=2 tools/regenerate-figures.sh   # shorter ablations
 #
-# On a quiet 2-core machine the default run takes under two minutes; the
-# ablations, 5 variants × 3 seeds of the default run's length (one variant
-# twice as long, the ViT's steps slower), take most of the time: about as
-# long as twenty default runs. An interrupted ablation starts again where
-# it stopped: its finished runs are reused; delete the folder of the run
-# that was cut short (runs/ablate/runs/<variant>/seed-<s>) first.
+# On a quiet 2-core machine the default run takes under two minutes and the
+# multimodal LLM's about five; the ablations take most of the time: the
+# CLIP ones, 5 variants × 3 seeds of the default run's length (one variant
+# twice as long, the ViT's steps slower), about as long as twenty default
+# runs; the multimodal ones (step 7b) about two hours and three quarters at
+# full length, and the short ones besides. An interrupted ablation starts
+# again where it stopped: its finished runs are reused; for the CLIP ones
+# delete the folder of the run that was cut short
+# (runs/ablate/runs/<variant>/seed-<s>) first, the multimodal ones resume it.
 #
 # A finished run is reused, not retrained: delete runs/default,
 # runs/small-world, runs/ablate, runs/vlm, runs/vlm-ablate or
