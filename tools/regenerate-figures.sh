@@ -101,6 +101,14 @@ cargo run --release -p train -- vlm-ablate --scale "$VLM_ABLATION_SCALE" --seeds
     --variants no-lm,no-align,scratch,unfrozen-tower,prefix-lm,cross-attention,long-instruct \
     --out runs/vlm-ablate
 cp runs/vlm-ablate/vlm-ablations.md runs/vlm-ablate/vlm-ablations.txt book/src/generated/multimodal/
+# 7c. Each kind of question, seed by seed, for the baseline and the long
+#     stage 4: their runs are evaluated again first (seconds each; the
+#     same answers), so that metrics.json records each question's kind.
+for run in runs/vlm-ablate/runs/baseline/seed-* runs/vlm-ablate/runs/long-instruct/seed-*; do
+    cargo run --release -p train -- eval "$run" > /dev/null
+done
+cargo run --release -p train --example vlm_kinds -- \
+    runs/vlm-ablate/runs/baseline/seed-* runs/vlm-ablate/runs/long-instruct/seed-*
 cargo run --release -p train -- vlm-ablate --scale "$VLM_SHORT_SCALE" --seeds "$ABLATION_SEEDS" \
     --out runs/vlm-ablate-short
 cp runs/vlm-ablate-short/vlm-ablations.md book/src/generated/multimodal/vlm-ablations-short.md

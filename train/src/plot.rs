@@ -10,7 +10,8 @@
 //! - [`vectors`]: what the learned vectors look like: nearest neighbours of
 //!   the token embeddings, and a word's vector in different sentences;
 //! - [`figures`]: [`plot_run`], every figure of a run folder;
-//! - [`vlm`]: [`vlm::plot_vlm_run`], every figure of a multimodal run.
+//! - [`vlm`]: [`vlm::plot_vlm_run`], every figure of a multimodal run;
+//! - [`kinds`]: each kind of question answered by several runs side by side.
 //!
 //! ## Shapes
 //! `N` points or image tokens, `E` the shared space, `side × side` the grid
@@ -18,6 +19,7 @@
 
 pub mod charts;
 pub mod figures;
+pub mod kinds;
 pub mod overlay;
 pub mod pca;
 pub mod vectors;
