@@ -12,6 +12,7 @@
 
 use std::path::{Path, PathBuf};
 use train::plot::kinds::{RunAnswers, kinds_md};
+use train::run::MAX_JSON_BYTES;
 use train::vlm_run::{VLM_METRICS_FILE, VlmMetrics};
 
 /// The group and the label of a run folder.
@@ -33,8 +34,9 @@ fn names(run: &Path) -> (String, String) {
 
 fn read(run: &Path) -> Result<RunAnswers, Box<dyn std::error::Error>> {
     let path = run.join(VLM_METRICS_FILE);
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let metrics: VlmMetrics = serde_json::from_str(&text).map_err(|e| {
+    let bytes = model::read_limited(&path, MAX_JSON_BYTES)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let metrics: VlmMetrics = serde_json::from_slice(&bytes).map_err(|e| {
         format!(
             "{}: not the metrics of a multimodal run: {e}",
             path.display()

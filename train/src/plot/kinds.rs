@@ -7,9 +7,11 @@
 //! Read from each run's `metrics.json`; a file written before the turns
 //! recorded their kind gets a line asking for `train eval RUN`.
 
-use crate::data::answers::Tally;
+use crate::data::answers::{Tally, tally_by};
 use crate::data::questions::{Family, Kind};
+use crate::vlm_ablate::Spread;
 use crate::vlm_eval::Answered;
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 /// One run's answers, and how the table names it.
@@ -65,18 +67,21 @@ impl KindRow {
 /// A row per kind any run was asked about (seen pairs, seen wording), in
 /// the order of the families and of their kinds.
 pub fn kind_rows(runs: &[RunAnswers]) -> Vec<KindRow> {
+    let per_run: Vec<BTreeMap<&str, Tally>> = (runs.iter())
+        .map(|run| {
+            tally_by(
+                (run.answered.iter())
+                    .filter(|a| !a.held_out && !a.unseen_wording)
+                    .map(|a| (a.kind.as_str(), a.correct)),
+            )
+        })
+        .collect();
     let mut rows = Vec::new();
     for family in Family::ALL {
         for &kind in family.kinds() {
             let name = format!("{kind:?}");
-            let tallies: Vec<Tally> = (runs.iter())
-                .map(|run| {
-                    let mut tally = Tally::default();
-                    (run.answered.iter())
-                        .filter(|a| a.kind == name && !a.held_out && !a.unseen_wording)
-                        .for_each(|a| tally.add(a.correct));
-                    tally
-                })
+            let tallies: Vec<Tally> = (per_run.iter())
+                .map(|tallies| tallies.get(name.as_str()).copied().unwrap_or_default())
                 .collect();
             if tallies.iter().all(|t| t.total == 0) {
                 continue;
@@ -123,11 +128,10 @@ pub fn kinds_md(runs: &[RunAnswers]) -> String {
     for row in &rows {
         let _ = write!(text, "\n| {} | `{}` |", row.family.name(), row.question);
         for tally in &row.runs {
-            match tally.accuracy() {
+            let _ = match tally.accuracy() {
                 Some(a) => write!(text, " {:.1}% ({}) |", 100.0 * a, tally.total),
                 None => write!(text, " – (0) |"),
-            }
-            .expect("writing to a String");
+            };
         }
     }
     text.push_str("\n\nSeen pairs in seen wording; each cell is the share answered right (of so many questions).");
@@ -167,8 +171,10 @@ fn group_sentence(rows: &[KindRow], (group, members): &(String, Vec<usize>)) -> 
         " in every run"
     };
     let solved: Vec<&KindRow> = (asked.iter().copied())
-        .filter(|r| r.percents(members).len() == members.len())
-        .filter(|r| r.percents(members).iter().all(|&p| p >= SOLVED))
+        .filter(|r| {
+            let p = r.percents(members);
+            p.len() == members.len() && p.iter().all(|&p| p >= SOLVED)
+        })
         .collect();
     let listed = |list: String| {
         if list.is_empty() {
@@ -188,10 +194,8 @@ fn group_sentence(rows: &[KindRow], (group, members): &(String, Vec<usize>)) -> 
     if members.len() > 1 {
         let apart: Vec<(&KindRow, f64, f64)> = (asked.iter().copied())
             .filter_map(|r| {
-                let p = r.percents(members);
-                let lo = p.iter().copied().fold(f64::INFINITY, f64::min);
-                let hi = p.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                (hi - lo >= APART).then_some((r, lo, hi))
+                let spread = Spread::of(&r.percents(members))?;
+                (spread.max - spread.min >= APART).then_some((r, spread.min, spread.max))
             })
             .collect();
         let list: Vec<String> = (apart.iter())
